@@ -1,0 +1,155 @@
+"""The ``crashcart`` command line: a thin layer over the packages.
+
+All logic lives in ``collector``, ``replay`` and ``targets``; this module
+parses options, calls them, prints, and maps exceptions to exit statuses in
+one place (:func:`main`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crashcart import __version__
+from crashcart.errors import CrashcartError
+from crashcart.units import format_ns, parse_duration_ns
+
+EXIT_STATUS_HELP = """\b
+Exit status:
+  0  success             1  a check did not hold
+  2  bad input           3  missing tool (QEMU, toolchain)
+  4  board/probe/port    130 interrupted
+"""
+
+
+@click.group(epilog=EXIT_STATUS_HELP)
+@click.version_option(__version__, prog_name="crashcart")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """Collect, decode and replay Cortex-M crash evidence.
+
+    Start with `crashcart sim run` to boot the fixture firmware on a
+    simulated board (QEMU), or see README.md for the whole incident flow.
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    ctx.ensure_object(dict)
+
+
+# -- targets -------------------------------------------------------------------
+
+
+@cli.group()
+def target() -> None:
+    """Target descriptions (boards as data)."""
+
+
+@target.command("list")
+def target_list() -> None:
+    """List the targets shipped with crashcart."""
+    from targets import list_targets, load_target
+
+    for name in list_targets():
+        t = load_target(name)
+        click.echo(f"{t.name:16} {t.cpu:12} {t.description}")
+
+
+@target.command("check")
+@click.argument("target_file", type=click.Path(dir_okay=False, path_type=Path))
+def target_check(target_file: Path) -> None:
+    """Validate a target file and summarise what it describes."""
+    from targets import load_target
+
+    t = load_target(target_file)
+    click.echo(f"{target_file}: ok: {t.name} ({t.cpu}, {t.architecture}), "
+               f"{len(t.memory)} memory regions, {len(t.capture_regions)} capture regions")
+
+
+# -- simulator -----------------------------------------------------------------
+
+
+@cli.group()
+def sim() -> None:
+    """Run firmware on a simulated board (QEMU)."""
+
+
+@sim.command("run", epilog=EXIT_STATUS_HELP)
+@click.option("--target", "target_name", required=True, metavar="NAME|FILE",
+              help="Target name (e.g. mps2-an385) or target file.")
+@click.option("--firmware", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Firmware ELF to boot.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Firmware config (YAML) placed in the board's RAM before boot.")
+@click.option("--time-limit", default="2s", show_default=True, metavar="DURATION",
+              help="Stop after this much virtual time (e.g. 500ms, 2s).")
+@click.option("--resets", default=0, show_default=True, type=click.IntRange(0, 100),
+              help="Guest resets to let through before the run ends at the next one.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (outcome, virtual_ms, transcript, ...) instead of "
+                   "streaming the console.")
+def sim_run(target_name: str, firmware: Path, config_file: Path | None, time_limit: str,
+            resets: int, as_json: bool) -> None:
+    """Boot FIRMWARE on the simulated TARGET and stream its console.
+
+    Virtual time is deterministic (-icount): the same firmware and config
+    give the same console transcript on every run.  The run ends at the
+    first guest reset (unless --resets), a lockup, a semihosting exit, or
+    the time limit.
+    """
+    from collector.device_config import load_config_file
+    from replay.sim import run_simulation
+    from targets import load_target
+
+    t = load_target(target_name)
+    limit = parse_duration_ns(time_limit, what="--time-limit")
+    config = load_config_file(config_file) if config_file is not None else None
+
+    def stream(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+    result = run_simulation(
+        t, firmware, config=config, config_source=config_file or "config",
+        time_limit_ns=limit, allow_resets=resets, on_output=None if as_json else stream,
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    crashes = len(result.crash_logs)
+    click.echo(
+        f"\ncrashcart: outcome {result.outcome} after {format_ns(result.virtual_ns)} of "
+        f"virtual time ({result.instructions} instructions, {result.resets} reset(s) let "
+        f"through, {crashes} crash log(s)); ended by {result.exit_reason}",
+        err=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: run the CLI and map errors to exit statuses."""
+    try:
+        cli.main(args=argv, prog_name="crashcart", standalone_mode=False)
+    except CrashcartError as exc:
+        click.echo(f"crashcart: error: {exc}", err=True)
+        sys.exit(exc.exit_status)
+    except click.exceptions.Abort:
+        click.echo("crashcart: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("crashcart: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Replay on simulated boards: the QEMU runner, scenarios and verdicts."""
