@@ -91,7 +91,10 @@ def load_yaml(path: str | Path, *, what: str = "YAML file") -> YamlDocument:
 
 def parse_yaml(text: str, *, path: Path, what: str = "YAML file") -> YamlDocument:
     """Parse YAML ``text`` as if read from ``path`` (see :func:`load_yaml`)."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, path, what) from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
@@ -104,6 +107,8 @@ def parse_yaml(text: str, *, path: Path, what: str = "YAML file") -> YamlDocumen
             line=line,
             remedy="fix the YAML syntax at that line",
         ) from None
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, path, what) from None
     except yaml.YAMLError as exc:
         raise InputError(f"{what} is not valid YAML: {exc}", path=path) from None
     finally:
@@ -114,6 +119,20 @@ def parse_yaml(text: str, *, path: Path, what: str = "YAML file") -> YamlDocumen
     builder = _Builder(loader, doc, what)
     doc.data = builder.build(node, ())
     return doc
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, path: Path, what: str) -> InputError:
+    line = text.count("\n", 0, exc.position) + 1
+    return InputError(
+        f"{what} has a character YAML does not allow (U+{exc.character:04X})"
+        f" at character offset {exc.position}",
+        path=path,
+        line=line,
+        remedy="remove control characters from the file",
+    )
+
+
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 class _Builder:
@@ -132,6 +151,8 @@ class _Builder:
                 line=node.start_mark.line + 1,
             )
         self.doc.lines.setdefault(path, node.start_mark.line + 1)
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_TAGS:
+            self._fail_at(node, path, f"tag {node.tag} is not allowed (plain YAML only)")
         if isinstance(node, yaml.MappingNode):
             try:
                 self.loader.flatten_mapping(node)

@@ -48,6 +48,7 @@ import serial
 
 from collector.device_config import encode_config
 from collector.elf import ElfImage
+from collector.serial_port import PortGone, read_chunk
 from crashcart.errors import EnvironmentProblem, InputError, TargetError
 from replay import vclock
 from replay.qmp import QmpClient
@@ -270,6 +271,25 @@ class SimulatedBoard:
             self.close()
             raise
 
+    def wait_console_attached(self, timeout_s: float = 10.0) -> None:
+        """Wait until QEMU has accepted a client on the console socket.
+
+        The kernel completes a TCP connect before QEMU's main loop accepts
+        it, and QEMU drops console output while it sees no client; resuming
+        before this point would lose the first bytes of the boot banner.
+        """
+        assert self.qmp is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for dev in self.qmp.command("query-chardev"):
+                if dev.get("label") == "console" and not str(dev.get("filename", "")).startswith(
+                    "disconnected"
+                ):
+                    return
+            time.sleep(0.005)
+        raise TargetError("QEMU did not accept the console connection",
+                          remedy="check for another client on " + self.serial_url)
+
     def resume(self) -> None:
         assert self.qmp is not None
         self.qmp.command("cont")
@@ -428,6 +448,7 @@ class SimulatedBoard:
                         remedy="check that QEMU started (see its message above)",
                     ) from None
                 time.sleep(0.01)
+        self.wait_console_attached()
         self._reader = threading.Thread(target=self._read_console, name=f"{self.name}-uart",
                                         daemon=True)
         self._reader.start()
@@ -437,12 +458,10 @@ class SimulatedBoard:
         assert port is not None
         while True:
             try:
-                chunk = port.read(4096)
-            except (serial.SerialException, OSError, TypeError, AttributeError):
+                chunk = read_chunk(port)
+            except PortGone:
                 return  # QEMU closed the socket (it exited) or we closed the port
             if not chunk:
-                if not port.is_open:
-                    return
                 continue
             with self._lock:
                 self._transcript += chunk

@@ -322,7 +322,8 @@ class _TargetParser:
         c = self.check
         m = c.mapping(path, value, optional=("symbol", "address", "size", "end_symbol"))
         if ("symbol" in m) == ("address" in m):
-            c.fail(path, "give exactly one of 'symbol' or 'address'")
+            c.fail(path, "give exactly one of 'symbol' or 'address'",
+                   ", ".join(f"{k}={m[k]}" for k in ("symbol", "address") if k in m) or None)
         size = m.get("size")
         if size is not None:
             size = c.integer(path + ("size",), size, minimum=1, maximum=U32)

@@ -1,0 +1,52 @@
+"""Lossless reads from a pyserial port of any URL kind.
+
+pyserial's ``read(n)`` on a ``socket://`` port collects into a local buffer
+and raises ``SerialException('socket disconnected')`` when the peer closes,
+discarding what it had already received.  Evidence must not be lost that
+way, so every capture reads through :func:`read_chunk`: block for one byte
+(nothing to lose), then take exactly what the OS has buffered, which a
+single ``recv`` returns in full.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import struct
+import termios
+
+import serial
+
+
+class PortGone(Exception):
+    """The port disappeared (cable pulled, peer closed); nothing was lost."""
+
+
+def bytes_waiting(port: serial.SerialBase) -> int:
+    """Bytes that a read can return without blocking (exact for sockets too)."""
+    sock = getattr(port, "_socket", None)
+    if sock is not None:
+        # pyserial's socket in_waiting only says 0 or 1; ask the kernel.
+        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        return int(struct.unpack("i", raw)[0])
+    return int(port.in_waiting)
+
+
+def read_chunk(port: serial.SerialBase, max_bytes: int = 1 << 16) -> bytes:
+    """Up to ``max_bytes`` bytes; empty after the port's timeout with no data.
+
+    Raises :class:`PortGone` when the port is closed or disconnected.
+    """
+    try:
+        waiting = bytes_waiting(port)
+        if waiting == 0:
+            first = port.read(1)
+            if not first:
+                return b""
+            waiting = bytes_waiting(port)
+            if waiting == 0:
+                return first
+            return first + port.read(min(waiting, max_bytes - 1))
+        return port.read(min(waiting, max_bytes))
+    except (serial.SerialException, OSError, TypeError, AttributeError, ValueError) as exc:
+        # TypeError/AttributeError: pyserial after close() from another thread.
+        raise PortGone(str(exc)) from None
