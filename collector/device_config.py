@@ -2,9 +2,11 @@
 
 The layout comes from the firmware's own DWARF (the type of the global the
 target file names, e.g. ``device_config``), so the encoder follows the
-firmware's struct as it changes between builds.  Fields the target file
-marks as ``derived`` (magic, version, ``$size``, ``$crc32``) are filled in
-by the tool unless the config file sets them explicitly.
+firmware's struct as it changes between builds.  A config file sets only
+the fields it changes; the others come from the firmware's compiled-in
+defaults (``defaults_symbol``, a const struct read from the ELF).  Fields
+the target file marks as ``derived`` (magic, version, ``$size``,
+``$crc32``) are filled in by the tool unless the config file sets them.
 """
 
 from __future__ import annotations
@@ -62,11 +64,15 @@ def encode_config(
             )
     full: dict[str, Any] = {}
     crc_field = None
+    defaults = firmware_defaults(image, target)
     for m in ctype.members:
         if m.name in values:
             full[m.name] = values[m.name]
             continue
         rule = location.derived.get(m.name)
+        if rule is None and defaults is not None:
+            full[m.name] = defaults[m.name]
+            continue
         if rule is None:
             missing = [f.name for f in ctype.members
                        if f.name not in values and f.name not in location.derived]
@@ -91,6 +97,24 @@ def encode_config(
         crc = zlib.crc32(bytes(blob[: crc_field.offset])) & 0xFFFFFFFF
         blob[crc_field.offset : crc_field.offset + 4] = crc.to_bytes(4, "little")
     return bytes(blob)
+
+
+def firmware_defaults(image: ElfImage, target: Target) -> dict[str, Any] | None:
+    """The compiled-in default config, read from the ELF, or None if not described."""
+    location, ctype = config_layout(image, target)
+    if location.defaults_symbol is None:
+        return None
+    sym = image.symbol(location.defaults_symbol, purpose="the config defaults")
+    data = image.read(sym.address, ctype.size)
+    if data is None:
+        raise InputError(
+            f"config defaults '{sym.name}' at 0x{sym.address:08x} are not in the ELF's file data",
+            path=image.path,
+            remedy="defaults_symbol must name a const struct in flash",
+        )
+    value = decode(ctype, data)
+    assert isinstance(value, dict)
+    return value
 
 
 def decode_config(image: ElfImage, target: Target, blob: bytes) -> dict[str, Any]:

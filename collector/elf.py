@@ -61,6 +61,27 @@ class Segment:
 class ElfImage:
     """A firmware ELF.  Construction reads the file; everything else is lazy."""
 
+    _open: dict[tuple[str, int, int], ElfImage] = {}
+
+    @classmethod
+    def open_cached(cls, path: str | Path) -> ElfImage:
+        """A shared instance for an unchanged file (same path, size and mtime).
+
+        Repeated runs of one build (replay matrices, bisect) then parse its
+        symbols and DWARF once per process.
+        """
+        p = Path(path).resolve()
+        try:
+            st = p.stat()
+        except OSError:
+            return cls(path)  # raises the proper InputError
+        key = (str(p), st.st_size, st.st_mtime_ns)
+        image = cls._open.get(key)
+        if image is None:
+            image = cls(p)
+            cls._open[key] = image
+        return image
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
@@ -76,6 +97,7 @@ class ElfImage:
             self.data = self.path.read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read ELF file: {exc.strerror}", path=self.path) from None
+        self._variable_types: dict[str, DwarfType] = {}
         if self.data[:4] != b"\x7fELF":
             raise InputError(
                 f"not an ELF file (starts with {self.data[:4].hex() or 'nothing'})",
@@ -207,10 +229,15 @@ class ElfImage:
         """The DWARF type of the global variable ``name``."""
         from collector.dwarf_types import find_global_type
 
+        cached = self._variable_types.get(name)
+        if cached is not None:
+            return cached
         if not self.has_dwarf:
             raise InputError(
                 "the ELF has no DWARF debug information",
                 path=self.path,
                 remedy="pass the unstripped ELF built with -g",
             )
-        return find_global_type(self, name)
+        dtype = find_global_type(self, name)
+        self._variable_types[name] = dtype
+        return dtype

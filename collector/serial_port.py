@@ -50,3 +50,22 @@ def read_chunk(port: serial.SerialBase, max_bytes: int = 1 << 16) -> bytes:
     except (serial.SerialException, OSError, TypeError, AttributeError, ValueError) as exc:
         # TypeError/AttributeError: pyserial after close() from another thread.
         raise PortGone(str(exc)) from None
+
+
+def close_port(port: serial.SerialBase) -> None:
+    """Close ``port`` at once.
+
+    pyserial's ``socket://`` close sleeps 0.3 s after shutting the socket
+    down; a capture or a simulator run closes many ports, so close the
+    socket directly and mark the port closed.
+    """
+    sock = getattr(port, "_socket", None)
+    if sock is None:
+        port.close()
+        return
+    try:
+        sock.close()
+    except OSError:
+        pass
+    port._socket = None  # type: ignore[attr-defined]
+    port.is_open = False

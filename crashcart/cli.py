@@ -124,10 +124,28 @@ def sim_run(target_name: str, firmware: Path, config_file: Path | None, time_lim
     crashes = len(result.crash_logs)
     click.echo(
         f"\ncrashcart: outcome {result.outcome} after {format_ns(result.virtual_ns)} of "
-        f"virtual time ({result.instructions} instructions, {result.resets} reset(s) let "
-        f"through, {crashes} crash log(s)); ended by {result.exit_reason}",
+        f"virtual time ({result.instructions} instructions, {result.resets} guest reset(s), "
+        f"{crashes} crash log(s)); ended by {result.exit_reason}",
         err=True,
     )
+
+
+@cli.command(epilog=EXIT_STATUS_HELP)
+@click.option("--out", "out_dir", default="crashcart-demo", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for transcripts and results.")
+@click.option("--time-limit", default="1s", show_default=True, metavar="DURATION",
+              help="Virtual time per run.")
+def demo(out_dir: Path, time_limit: str) -> None:
+    """Run the main job on the simulated board (no hardware needed).
+
+    Boots the fixture sensor-node firmware 1.0.0 and 1.0.1 with the default
+    config and each planted bug's trigger config, shows each crash, and
+    which bugs 1.0.1 fixes.
+    """
+    from crashcart.demo import run_demo
+
+    run_demo(out_dir, click.echo, time_limit_ns=parse_duration_ns(time_limit, what="--time-limit"))
 
 
 def main(argv: list[str] | None = None) -> Any:

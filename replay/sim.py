@@ -48,7 +48,7 @@ import serial
 
 from collector.device_config import encode_config
 from collector.elf import ElfImage
-from collector.serial_port import PortGone, read_chunk
+from collector.serial_port import PortGone, close_port, read_chunk
 from crashcart.errors import EnvironmentProblem, InputError, TargetError
 from replay import vclock
 from replay.qmp import QmpClient
@@ -201,7 +201,7 @@ class SimulatedBoard:
             )
         self.target = target
         self.firmware = Path(firmware)
-        self.image = ElfImage(self.firmware)
+        self.image = ElfImage.open_cached(self.firmware)
         self.config = config
         self.config_source = config_source
         self.time_limit_ns = time_limit_ns
@@ -333,10 +333,7 @@ class SimulatedBoard:
             self.qmp.close()
             self.qmp = None
         if self._serial is not None:
-            try:
-                self._serial.close()
-            except Exception:  # noqa: BLE001 - closing a dead socket
-                pass
+            close_port(self._serial)
         if self._reader is not None:
             self._reader.join(timeout=2)
             self._reader = None
@@ -473,12 +470,16 @@ class SimulatedBoard:
 
     def _reboot(self) -> None:
         assert self.qmp is not None
+        # With reboot=shutdown QEMU turns every reset request, ours included,
+        # into a shutdown: let this one through, then pause on the next again.
+        self.qmp.command("set-action", reboot="reset")
         self.qmp.command("system_reset")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             event = self.qmp.wait_event(0.1)
             if event is not None and event.get("event") == "RESET":
                 break
+        self.qmp.command("set-action", reboot="shutdown")
         self.qmp.command("cont")
 
     def _finish(self, exit_reason: str | None) -> SimResult:

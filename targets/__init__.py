@@ -87,6 +87,7 @@ class CaptureRegion:
 class ConfigLocation:
     symbol: str
     derived: dict[str, int | str] = field(default_factory=dict)
+    defaults_symbol: str | None = None
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,7 @@ class _TargetParser:
             return None
         c = self.check
         p: KeyPath = ("firmware", "config")
-        m = c.mapping(p, value, required=("symbol",), optional=("derived",))
+        m = c.mapping(p, value, required=("symbol",), optional=("derived", "defaults_symbol"))
         derived = c.mapping(p + ("derived",), m.get("derived", {}), open_ended=True)
         out: dict[str, int | str] = {}
         for key, v in derived.items():
@@ -356,7 +357,13 @@ class _TargetParser:
             else:
                 c.integer(p + ("derived", key), v, minimum=-(2**63), maximum=2**64 - 1)
             out[key] = v
-        return ConfigLocation(symbol=c.string(p + ("symbol",), m["symbol"]), derived=out)
+        defaults = m.get("defaults_symbol")
+        return ConfigLocation(
+            symbol=c.string(p + ("symbol",), m["symbol"]),
+            derived=out,
+            defaults_symbol=None if defaults is None
+            else c.string(p + ("defaults_symbol",), defaults),
+        )
 
     def _vendor_registers(self, value: Any) -> tuple[VendorRegister, ...]:
         c = self.check

@@ -12,6 +12,8 @@ import pytest
 from replay.sim import find_leaked_processes, live_boards
 from targets import load_target
 
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE_DIR = ROOT / "fixtures" / "firmware"
 ELF_DIR = FIRMWARE_DIR / "elf"

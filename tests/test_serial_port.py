@@ -11,13 +11,16 @@ import serial
 from collector.serial_port import PortGone, bytes_waiting, read_chunk
 
 
-def _server(payload: bytes, ready: threading.Event, port_box: list[int]) -> None:
+def _server(payload: bytes, ready: threading.Event, port_box: list[int],
+            go: threading.Event) -> None:
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
     port_box.append(srv.getsockname()[1])
     ready.set()
     conn, _ = srv.accept()
+    # pyserial's socket open() flushes whatever has arrived: send only after it.
+    go.wait(5)
     conn.sendall(payload)
     conn.close()
     srv.close()
@@ -26,11 +29,12 @@ def _server(payload: bytes, ready: threading.Event, port_box: list[int]) -> None
 @pytest.mark.parametrize("size", [1, 7, 4096, 300_000])
 def test_socket_read_keeps_bytes_sent_before_close(size):
     payload = bytes((i * 7 + 3) & 0xFF for i in range(size))
-    ready, box = threading.Event(), []
-    t = threading.Thread(target=_server, args=(payload, ready, box))
+    ready, go, box = threading.Event(), threading.Event(), []
+    t = threading.Thread(target=_server, args=(payload, ready, box, go))
     t.start()
     ready.wait(5)
     port = serial.serial_for_url(f"socket://127.0.0.1:{box[0]}", timeout=0.2)
+    go.set()
     got = bytearray()
     with pytest.raises(PortGone):
         for _ in range(100_000):
