@@ -1,0 +1,36 @@
+"""The committed fixture ELFs are exactly what the committed sources build.
+
+A rebuild in another directory must give byte-identical ELFs (and so the
+same GNU build IDs): the build is reproducible, and nobody can change a
+source without rebuilding and committing the ELFs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from collector.elf import ElfImage
+
+from .conftest import ELF_DIR, FIRMWARE_DIR
+
+
+def test_committed_elfs_are_reproducible(tmp_path):
+    work = tmp_path / "fw"
+    work.mkdir()
+    shutil.copytree(FIRMWARE_DIR / "src", work / "src")
+    for name in ("Makefile", "sensor-node.ld"):
+        shutil.copy(FIRMWARE_DIR / name, work / name)
+    proc = subprocess.run(["make", "-C", str(work), "-j2", "all"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    elfs = sorted(ELF_DIR.glob("sensor-node-*.elf"))
+    assert [p.name for p in elfs] == ["sensor-node-1.0.0.elf", "sensor-node-1.0.1.elf"]
+    for committed in elfs:
+        rebuilt = work / "elf" / committed.name
+        assert rebuilt.read_bytes() == committed.read_bytes(), (
+            f"{committed.name} differs from a rebuild of the sources: run `make -C "
+            f"fixtures/firmware` and commit the ELFs"
+        )
+    ids = {ElfImage(p).build_id for p in elfs}
+    assert len(ids) == 2 and all(len(i) == 40 for i in ids)
