@@ -456,7 +456,12 @@ def verify_bundle(path: str | Path) -> VerifyReport:
             findings.append(Finding("warning", name, "still marked as being written"))
     listed = set(files) | {MANIFEST}
     for name in sorted(_iter_files(root)):
-        if name not in listed:
+        if name in listed:
+            continue
+        if status == "capturing" and name.endswith(".tmp"):
+            # The process died inside an atomic write (write .tmp, then rename).
+            findings.append(Finding("warning", name, "left by a write the interruption cut short"))
+        else:
             findings.append(Finding("error", name, "extra file not in the manifest"))
     return VerifyReport(root, status, tuple(findings), len(files))
 
@@ -484,6 +489,20 @@ def seal_bundle(path: str | Path) -> VerifyReport:
         size = fpath.stat().st_size
         digest, _ = _hash_prefix(fpath, size)
         entry.update(size=size, sha256=digest, complete=True, sealed_after_interruption=True)
+    leftover = root / (MANIFEST + ".tmp")
+    if leftover.exists():
+        leftover.unlink()  # a stale copy of the manifest from a cut-short checkpoint
+    if cap["status"] == "capturing":
+        listed = set(manifest["files"]) | {MANIFEST}
+        for name in sorted(_iter_files(root)):
+            if name in listed or not name.endswith(".tmp") or (root / name).is_symlink():
+                continue
+            data = (root / name).read_bytes()
+            manifest["files"][name] = {
+                "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                "kind": "interrupted-write", "source": None, "complete": True,
+                "sealed_after_interruption": True,
+            }
     for source in manifest.get("sources", []):
         if isinstance(source, dict) and source.get("status") == "capturing":
             source["status"] = "partial"

@@ -209,3 +209,21 @@ def test_fuzz_manifest_checker(manifest):
         _check_manifest(manifest, Path("m.json"))
     except InputError:
         pass
+
+
+def test_kill_inside_a_checkpoint_is_a_warning_and_seal_cleans_up(tmp_path):
+    path = tmp_path / "b"
+    b = BundleWriter(path)
+    g = b.open_growing("serial/console.raw", kind="serial-raw")
+    g.write(b"abc")
+    # What a kill between writing manifest.json.tmp and renaming it leaves behind:
+    (path / "manifest.json.tmp").write_text("{partial json")
+    (path / "swd").mkdir()
+    (path / "swd" / "registers.json.tmp").write_text('{"pc": 1')
+    report = verify_bundle(path)
+    assert report.ok, [str(f) for f in report.findings]
+    assert sum("cut short" in f.message for f in report.findings) == 2
+    sealed = seal_bundle(path)
+    assert sealed.ok and sealed.status == "partial"
+    assert not (path / "manifest.json.tmp").exists()
+    assert read_manifest(path)["files"]["swd/registers.json.tmp"]["kind"] == "interrupted-write"
