@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import dataclasses
 import hashlib
 import logging
 import os
@@ -96,6 +97,7 @@ class SimResult:
     target: str
     config_sha256: str | None = None
     qemu_stderr: str = ""
+    qemu_retries: int = 0
 
     @property
     def virtual_ms(self) -> float:
@@ -115,6 +117,7 @@ class SimResult:
             "firmware": self.firmware,
             "config_sha256": self.config_sha256,
             "qemu_exit_status": self.qemu_exit_status,
+            "qemu_retries": self.qemu_retries,
             "semihosting_exit_code": self.semihosting_exit_code,
             "crash_logs": [
                 {"text": c.text, "complete": c.complete, "offset": c.start_offset}
@@ -159,6 +162,10 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)
     except OSError:
         pass
+
+
+class QemuDied(TargetError):
+    """QEMU ended abnormally for a reason that is not the guest's doing."""
 
 
 class SimulatedBoard:
@@ -354,6 +361,7 @@ class SimulatedBoard:
             "-M", q.machine,
             "-nodefaults",
             "-display", "none",
+            "-net", "none",
             "-S",
             "-icount", f"shift={q.icount_shift},align=off,sleep=off",
             "-plugin", f"{plugin},limit={self.instruction_limit},out={self.workdir / 'vclock.txt'}",
@@ -497,9 +505,18 @@ class SimulatedBoard:
                 exit_reason = "time-limit"
             elif "Lockup" in stderr or status == -signal.SIGABRT or status == 134:
                 exit_reason = "lockup"
+            elif status is not None and status < 0:
+                raise QemuDied(
+                    f"QEMU was killed by signal {-status} "
+                    f"({signal.Signals(-status).name if -status in signal.Signals._value2member_map_ else '?'})"
+                    f" after {instructions} instructions; stderr: {stderr.strip()[-400:] or 'empty'}",
+                    path=self.firmware,
+                    remedy="run again; if it repeats, report it with the firmware and config",
+                )
             elif "qemu-system" in stderr and status not in (0, None):
-                raise TargetError(
-                    f"QEMU failed: {stderr.strip()[-800:]}",
+                raise QemuDied(
+                    f"QEMU failed (exit status {status}, plugin {plugin_reason} after "
+                    f"{instructions} instructions): {stderr.strip()[-800:]}",
                     path=self.firmware,
                     remedy="check the firmware ELF and the target's simulator settings",
                 )
@@ -587,17 +604,35 @@ def run_simulation(
     allow_resets: int = 0,
     on_output: Callable[[bytes], None] | None = None,
 ) -> SimResult:
-    """Boot ``firmware`` on the simulated ``target`` and run it to its end."""
-    with SimulatedBoard(
-        target,
-        firmware,
-        config=config,
-        config_source=config_source,
-        time_limit_ns=time_limit_ns,
-        allow_resets=allow_resets,
-        on_output=on_output,
-    ) as board:
-        return board.run()
+    """Boot ``firmware`` on the simulated ``target`` and run it to its end.
+
+    If QEMU itself dies abnormally (killed by a signal other than the
+    SIGABRT of a guest lockup, or failing without saying why), the run is
+    repeated once: the guest is deterministic, so a second run answers
+    whether the failure belongs to the guest or to the host.  The retry is
+    logged and counted in the result.
+    """
+    for attempt in (1, 2):
+        with SimulatedBoard(
+            target,
+            firmware,
+            config=config,
+            config_source=config_source,
+            time_limit_ns=time_limit_ns,
+            allow_resets=allow_resets,
+            on_output=on_output,
+        ) as board:
+            try:
+                result = board.run()
+            except QemuDied as exc:
+                if attempt == 2:
+                    raise
+                LOG.warning("QEMU died unexpectedly (%s); running again once", exc)
+                continue
+            if attempt == 2:
+                result = dataclasses.replace(result, qemu_retries=1)
+            return result
+    raise AssertionError("unreachable")
 
 
 def live_boards() -> list[SimulatedBoard]:

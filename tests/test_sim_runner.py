@@ -119,3 +119,17 @@ time.sleep(60)
     finally:
         owner.kill()
         owner.wait()
+
+
+def test_qemu_killed_by_a_signal_is_reported_as_such(target, elf_100):
+    from replay.sim import QemuDied, SimulatedBoard
+
+    with SimulatedBoard(target, elf_100, time_limit_ns=100 * 10**9) as board:
+        board.resume()
+        os.kill(board.proc.pid, signal.SIGSEGV)
+        try:
+            board.run()
+        except QemuDied as exc:
+            assert "signal 11 (SIGSEGV)" in str(exc)
+        else:
+            raise AssertionError("a killed QEMU must not look like a guest outcome")
