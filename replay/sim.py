@@ -233,6 +233,7 @@ class SimulatedBoard:
         self._transcript = bytearray()
         self._lock = threading.Lock()
         self._quit_requested = False
+        self._resumed = False
         self.resets = 0
         self.name = f"{PROCESS_TAG}-{uuid.uuid4().hex[:12]}"
 
@@ -300,6 +301,7 @@ class SimulatedBoard:
     def resume(self) -> None:
         assert self.qmp is not None
         self.qmp.command("cont")
+        self._resumed = True
 
     def pause(self) -> None:
         assert self.qmp is not None
@@ -308,7 +310,8 @@ class SimulatedBoard:
     def run(self) -> SimResult:
         """Resume the board and wait until the run ends; return the result."""
         assert self.proc is not None and self.qmp is not None
-        self.resume()
+        if not self._resumed:
+            self.resume()
         deadline = time.monotonic() + self.wall_limit_s
         exit_reason = None
         while self.proc.poll() is None:
