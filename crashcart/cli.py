@@ -27,7 +27,25 @@ Exit status:
 """
 
 
-@click.group(epilog=EXIT_STATUS_HELP)
+class CrashcartGroup(click.Group):
+    """The root group: maps crashcart's errors to exit statuses, in one place.
+
+    Doing it here (not only in :func:`main`) means ``CliRunner`` tests see
+    exactly the exit statuses and messages a user sees.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CrashcartError as exc:
+            click.echo(f"crashcart: error: {exc}", err=True)
+            ctx.exit(exc.exit_status)
+        except KeyboardInterrupt:
+            click.echo("crashcart: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=CrashcartGroup, epilog=EXIT_STATUS_HELP)
 @click.version_option(__version__, prog_name="crashcart")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_context
@@ -148,25 +166,99 @@ def demo(out_dir: Path, time_limit: str) -> None:
     run_demo(out_dir, click.echo, time_limit_ns=parse_duration_ns(time_limit, what="--time-limit"))
 
 
+# -- bundles -----------------------------------------------------------------------
+
+
+@cli.group()
+def bundle() -> None:
+    """Evidence bundles: verify, seal, pack into an archive, open one."""
+
+
+def _open_bundle_arg(ctx: click.Context, source: Path) -> Path:
+    """A bundle directory, or an archive safely extracted to a temporary directory."""
+    import shutil
+
+    from collector.archive import open_archive
+
+    if source.is_dir():
+        return source
+    extracted = open_archive(source)
+    ctx.call_on_close(lambda: shutil.rmtree(extracted.parent, ignore_errors=True))
+    return extracted
+
+
+@bundle.command("verify", epilog=EXIT_STATUS_HELP)
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_context
+def bundle_verify(ctx: click.Context, source: Path, as_json: bool) -> None:
+    """Check every file of a bundle (directory or archive) against its manifest.
+
+    Reports changed, missing and extra files, and whether the capture is
+    complete or partial (and why).  Exit status 1 if any file is changed,
+    missing or extra; a partial but intact bundle verifies (status 0).
+    """
+    from collector.bundle import verify_bundle
+    from crashcart.errors import CheckFailed
+
+    report = verify_bundle(_open_bundle_arg(ctx, source))
+    if as_json:
+        click.echo(json.dumps({
+            "bundle": str(source), "status": report.status, "ok": report.ok,
+            "files_checked": report.files_checked,
+            "findings": [{"level": f.level, "file": f.file, "message": f.message}
+                         for f in report.findings],
+        }, indent=2))
+    else:
+        for finding in report.findings:
+            click.echo(f"  {finding}")
+        verdict = "intact" if report.ok else "TAMPERED OR DAMAGED"
+        click.echo(f"{source}: {verdict}; capture {report.status}; "
+                   f"{report.files_checked} file(s) checked")
+    if not report.ok:
+        raise CheckFailed("bundle verification failed", path=source,
+                          remedy="treat this bundle as altered; use the original copy")
+
+
+@bundle.command("seal")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def bundle_seal(directory: Path) -> None:
+    """Finish a bundle whose capture was killed: hash what is on disk, mark it partial."""
+    from collector.bundle import seal_bundle
+
+    report = seal_bundle(directory)
+    click.echo(f"{directory}: sealed; capture {report.status}")
+
+
+@bundle.command("pack")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Archive to write (default: DIRECTORY.tar.gz).")
+def bundle_pack(directory: Path, output: Path | None) -> None:
+    """Pack a bundle into one .tar.gz file to attach to a ticket."""
+    from collector.archive import pack_bundle
+
+    out = pack_bundle(directory, output or directory.with_name(directory.name + ".tar.gz"))
+    click.echo(str(out))
+
+
+@bundle.command("open")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "dest", required=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Directory to extract into.")
+def bundle_open(archive: Path, dest: Path) -> None:
+    """Extract a bundle archive safely (no traversal, links or oversized members)."""
+    from collector.archive import open_archive
+
+    click.echo(str(open_archive(archive, dest)))
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point: run the CLI and map errors to exit statuses."""
+    """Console entry point (``crashcart``)."""
     try:
-        cli.main(args=argv, prog_name="crashcart", standalone_mode=False)
-    except CrashcartError as exc:
-        click.echo(f"crashcart: error: {exc}", err=True)
-        sys.exit(exc.exit_status)
-    except click.exceptions.Abort:
-        click.echo("crashcart: interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("crashcart: interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
+        cli.main(args=argv, prog_name="crashcart")
     except BrokenPipeError:
         sys.exit(0)
-    sys.exit(0)
 
 
 if __name__ == "__main__":

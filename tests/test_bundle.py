@@ -227,3 +227,25 @@ def test_kill_inside_a_checkpoint_is_a_warning_and_seal_cleans_up(tmp_path):
     assert sealed.ok and sealed.status == "partial"
     assert not (path / "manifest.json.tmp").exists()
     assert read_manifest(path)["files"]["swd/registers.json.tmp"]["kind"] == "interrupted-write"
+
+
+def test_cli_verify(tmp_path):
+    from click.testing import CliRunner
+
+    from collector.archive import pack_bundle
+    from crashcart.cli import cli
+
+    b = make_bundle(tmp_path / "b")
+    archive = pack_bundle(b, tmp_path / "b.tar.gz")
+
+    def run(*args):
+        return CliRunner().invoke(cli, list(args))
+
+    ok = run("bundle", "verify", str(b))
+    assert ok.exit_code == 0 and "intact; capture complete" in ok.output
+    ok = run("bundle", "verify", str(archive))
+    assert ok.exit_code == 0 and "intact" in ok.output
+    (b / "serial" / "console.raw").write_bytes(b"HELLO\nworld\n")
+    bad = run("bundle", "verify", str(b))
+    assert bad.exit_code == 1
+    assert "changed" in bad.output and "TAMPERED" in bad.output
