@@ -2,7 +2,8 @@
 
 A rebuild in another directory must give byte-identical ELFs (and so the
 same GNU build IDs): the build is reproducible, and nobody can change a
-source without rebuilding and committing the ELFs.
+source without rebuilding and committing the ELFs.  This covers the two
+releases and the 0.9.0..0.9.4 bisect chain (elf/chain/).
 """
 
 from __future__ import annotations
@@ -26,11 +27,21 @@ def test_committed_elfs_are_reproducible(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     elfs = sorted(ELF_DIR.glob("sensor-node-*.elf"))
     assert [p.name for p in elfs] == ["sensor-node-1.0.0.elf", "sensor-node-1.0.1.elf"]
-    for committed in elfs:
-        rebuilt = work / "elf" / committed.name
+    chain = sorted((ELF_DIR / "chain").glob("sensor-node-*.elf"))
+    assert [p.name for p in chain] == [f"sensor-node-0.9.{i}.elf" for i in range(5)]
+    for committed in elfs + chain:
+        rebuilt = work / committed.relative_to(FIRMWARE_DIR)
         assert rebuilt.read_bytes() == committed.read_bytes(), (
             f"{committed.name} differs from a rebuild of the sources: run `make -C "
             f"fixtures/firmware` and commit the ELFs"
         )
-    ids = {ElfImage(p).build_id for p in elfs}
-    assert len(ids) == 2 and all(len(i) == 40 for i in ids)
+    ids = {ElfImage(p).build_id for p in elfs + chain}
+    assert len(ids) == 7 and all(len(i) == 40 for i in ids)
+
+
+def test_release_elfs_keep_their_build_ids():
+    # The chain was added without changing a byte of the releases (README table).
+    assert ElfImage(ELF_DIR / "sensor-node-1.0.0.elf").build_id == (
+        "bfab02d3b0aba74d85a7f02dea71cec2015f8e6f")
+    assert ElfImage(ELF_DIR / "sensor-node-1.0.1.elf").build_id == (
+        "54ed6612d5ea7850fdeefc2c9946ba48d5e8b9f3")
