@@ -298,6 +298,19 @@ class SimulatedBoard:
         raise TargetError("QEMU did not accept the console connection",
                           remedy="check for another client on " + self.serial_url)
 
+    def write_console(self, data: bytes) -> None:
+        """Send ``data`` to the console UART's receive side over the runner's connection.
+
+        The CMSDK UART takes one byte at a time; QEMU holds the rest in the
+        socket until the guest reads.  For delivery at fixed points of the
+        guest's execution, write while the VM is paused (replay's stimulus).
+        """
+        if self._serial is None:
+            raise TargetError("the board was started without a console connection",
+                              remedy="start it with console=True")
+        self._serial.write(data)
+        self._serial.flush()
+
     def resume(self) -> None:
         assert self.qmp is not None
         self.qmp.command("cont")
@@ -476,7 +489,7 @@ class SimulatedBoard:
             if self.on_output is not None:
                 try:
                     self.on_output(chunk)
-                except Exception:  # noqa: BLE001 - a display error must not lose evidence
+                except Exception:
                     LOG.exception("console output callback failed")
 
     def _reboot(self) -> None:
