@@ -1,0 +1,570 @@
+"""Events from an evidence bundle: boots, resets, crashes, log lines, the capture.
+
+Reads the serial console of a bundle (``serial/console.raw`` with the host
+receive times of ``serial/lines.jsonl``, see docs/bundle-format.md) in the
+fixture firmware's formats (fixtures/firmware/README.md): the boot banner
+(the target's ``console.banner`` pattern) followed by ``reset: <reason>``,
+``previous crash: ...`` at boot, ``[%8u ms] text`` log lines stamped with
+device uptime, and crash logs between the target's crash markers, parsed by
+:func:`collector.crashlog.parse_crash_log`.
+
+Each boot banner starts a new clock segment; an uptime that goes backwards
+with no banner starts one too (a reset whose banner was lost) and is shown
+as an inferred reset.  Times come from :mod:`timeline.clock`.
+
+Crash events carry the raw crash-log registers and fault name
+(:class:`timeline.model.CrashInfo`).  Richer facts (function, line,
+backtrace) come from a *decoder*: any callable matching
+:class:`CrashDecoder`, called once per crash, whose result lands in
+``CrashInfo.decoded``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from collector.bundle import MANIFEST, read_manifest
+from collector.crashlog import REGISTER_NAMES, parse_crash_log
+from crashcart.errors import InputError
+from targets import Target, load_target
+from timeline.clock import (
+    COVERAGE_SIGMAS,
+    DEFAULT_LATENCY_US,
+    MIN_POINTS_FOR_FLOOR,
+    ClockFit,
+    StreamSlot,
+    fit_segment,
+    settle_stream_order,
+)
+from timeline.model import (
+    BASIS_HOST,
+    BASIS_INTERPOLATED,
+    BASIS_REPORTED,
+    BASIS_UPTIME,
+    CrashInfo,
+    DecodedFault,
+    Event,
+    parse_iso_us,
+)
+
+LOG = logging.getLogger(__name__)
+
+CONSOLE_RAW = "serial/console.raw"
+LINE_INDEX = "serial/lines.jsonl"
+_UPTIME_LINE = re.compile(r"\[\s*(\d+) ms\] ?(.*)")
+_PAIR = re.compile(r"([a-z_]+)=(\S+)")
+_WARNING_WORDS = ("alarm", "out of range", "invalid", "error", "fail")
+RESET_SEVERITY = {"power-on": "info", "software": "info", "fault": "error",
+                  "watchdog": "error"}
+#: Uncertainty of a time read straight from the capture host's clock.
+HOST_CLOCK_UNCERTAINTY_US = 1000
+
+
+class CrashDecoder(Protocol):
+    """Adds decoded facts to a crash; return ``None`` when there is nothing to add."""
+
+    def __call__(self, crash: CrashInfo, *, bundle: Path) -> DecodedFault | None: ...
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    name: str
+    sha256: str
+    size: int
+    kind: str | None
+
+
+@dataclass(frozen=True)
+class BundleCapture:
+    """What one bundle contributed to a timeline."""
+
+    path: Path
+    device: str
+    evidence_name: str            # how events link to it ("evidence/node-1")
+    target: str | None
+    manifest_sha256: str          # the bundle's citation: sha256 of manifest.json
+    status: str                   # complete | partial | capturing
+    partial_reasons: tuple[str, ...]
+    started_us: int | None
+    ended_us: int | None
+    files: tuple[BundleFile, ...]
+    fits: tuple[ClockFit, ...]
+    events: tuple[Event, ...]
+    warnings: tuple[str, ...]
+
+
+def read_bundle(
+    path: str | Path,
+    *,
+    device: str | None = None,
+    evidence_name: str | None = None,
+    target: Target | None = None,
+    host_clock_offset_us: int = 0,
+    decoder: CrashDecoder | None = None,
+) -> BundleCapture:
+    """Read a bundle directory into events placed on the capture host's clock.
+
+    :param device: name of the device the bundle was captured from
+        (default: the bundle directory's name).
+    :param evidence_name: prefix of evidence links (default: the path).
+    :param target: console formats; default: the target named in the manifest.
+    :param host_clock_offset_us: added to every host time (a capture host
+        whose clock was known to be off).
+    :param decoder: adds decoded facts to each crash.
+    """
+    root = Path(path)
+    manifest = read_manifest(root)
+    manifest_bytes = (root / MANIFEST).read_bytes()
+    name = device or root.resolve().name
+    link = evidence_name or str(root)
+    if target is None:
+        target = _target_of(manifest, root)
+    files = tuple(BundleFile(fname, entry["sha256"], entry["size"], entry.get("kind"))
+                  for fname, entry in sorted(manifest["files"].items()))
+    cap = manifest["capture"]
+    started = _manifest_time(cap.get("started"), root, "capture.started", host_clock_offset_us)
+    ended = _manifest_time(cap.get("ended"), root, "capture.ended", host_clock_offset_us)
+    parser = _ConsoleParser(root, name, link, target, host_clock_offset_us)
+    if CONSOLE_RAW in manifest["files"]:
+        parser.parse()
+    fits, console_events = parser.finish(started, ended, decoder)
+    events = _capture_events(manifest, name, link, started, ended, host_clock_offset_us, root)
+    return BundleCapture(
+        path=root, device=name, evidence_name=link, target=target.name,
+        manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+        status=cap["status"], partial_reasons=tuple(cap.get("partial_reasons") or ()),
+        started_us=started, ended_us=ended, files=files, fits=fits,
+        events=tuple(events) + console_events,
+        warnings=tuple(parser.warnings) + tuple(w for f in fits for w in f.warnings),
+    )
+
+
+def _target_of(manifest: dict[str, object], root: Path) -> Target:
+    name = manifest.get("target")
+    if not isinstance(name, str) or not name:
+        raise InputError("bundle does not name its target, so its console cannot be read",
+                         path=root / MANIFEST, field="target",
+                         remedy="name the target in the incident's evidence entry (target: ...)")
+    return load_target(name)
+
+
+def _manifest_time(value: object, root: Path, field: str, offset_us: int) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_iso_us(str(value)) + offset_us
+    except ValueError:
+        raise InputError("not an ISO 8601 time with a timezone", path=root / MANIFEST,
+                         field=field, value=value) from None
+
+
+def _capture_events(manifest: dict[str, object], device: str, link: str, started: int | None,
+                    ended: int | None, offset_us: int, root: Path) -> list[Event]:
+    cap = manifest["capture"]
+    assert isinstance(cap, dict)
+    manifest_link = f"{link}/{MANIFEST}"
+    events: list[Event] = []
+    if started is not None:
+        events.append(Event(
+            started, HOST_CLOCK_UNCERTAINTY_US, BASIS_HOST, "capture", device, "capture", "info",
+            "evidence capture started", manifest_link,
+            details=(("capture", "start"),) + ((("capture_end_us", ended),) if ended else ())))
+    for source in manifest.get("sources") or ():  # type: ignore[attr-defined]
+        if not isinstance(source, dict):
+            continue
+        for item in source.get("events") or ():
+            if not isinstance(item, dict) or item.get("what") in (
+                    "opened", "crash-begin", "crash-end"):
+                continue
+            when = _manifest_time(item.get("time"), root, "sources.events.time", offset_us)
+            if when is None:
+                continue
+            what = str(item.get("what"))
+            text = f"{source.get('kind')}: {what}"
+            if item.get("gap_s") is not None:
+                text += f" after a gap of {item['gap_s']} s"
+            if item.get("error"):
+                text += f" ({item['error']})"
+            severity = "warning" if what in ("disconnected", "open-failed") else "info"
+            events.append(Event(when, HOST_CLOCK_UNCERTAINTY_US, BASIS_HOST, "capture", device,
+                                "capture", severity, text, manifest_link))
+    if ended is not None:
+        status = cap.get("status")
+        reasons = "; ".join(cap.get("partial_reasons") or ())
+        text = f"evidence capture ended ({status}{': ' + reasons if reasons else ''})"
+        events.append(Event(ended, HOST_CLOCK_UNCERTAINTY_US, BASIS_HOST, "capture", device,
+                            "capture", "warning" if status != "complete" else "info", text,
+                            manifest_link, details=(("capture", "end"),)))
+    return events
+
+
+# -- the console ------------------------------------------------------------------------------
+
+
+class _Item:
+    """A device event being read, before its time is settled."""
+
+    __slots__ = ("kind", "severity", "message", "offset", "length", "uptime_ms", "boot",
+                 "host_us", "details", "crash", "slot")
+
+    def __init__(self, kind: str, severity: str, message: str, offset: int, length: int,
+                 uptime_ms: int | None, boot: int, host_us: int | None,
+                 details: tuple[tuple[str, str | int | float], ...] = (),
+                 crash: CrashInfo | None = None) -> None:
+        self.kind = kind
+        self.severity = severity
+        self.message = message
+        self.offset = offset
+        self.length = length
+        self.uptime_ms = uptime_ms
+        self.boot = boot
+        self.host_us = host_us
+        self.details = details
+        self.crash = crash
+        self.slot: StreamSlot | None = None
+
+
+class _ConsoleParser:
+    def __init__(self, root: Path, device: str, link: str, target: Target,
+                 offset_us: int) -> None:
+        self.root = root
+        self.device = device
+        self.evidence = f"{link}/{CONSOLE_RAW}#bytes="
+        self.target = target
+        self.offset_us = offset_us
+        self.items: list[_Item] = []
+        self.reported: list[tuple[_Item, dict[str, str]]] = []  # "previous crash:" lines
+        self.points: dict[int, tuple[list[int], list[int]]] = {}
+        self.warnings: list[str] = []
+        self.boot = 0
+        self.last_uptime: int | None = None
+        self.boot_firmware: dict[int, tuple[str, str]] = {}
+        self.pooled_sigma_us: float | None = None
+        self.pooled_excess_us = 0.0
+        banner = target.console.banner
+        self.banner_bytes = re.compile(banner.pattern.encode(), re.M) if banner else None
+
+    # -- pass 1: lines to items ------------------------------------------------------
+
+    def parse(self) -> None:
+        raw = (self.root / CONSOLE_RAW).read_bytes()
+        banner = self.target.console.banner
+        begin = self.target.console.crash_begin
+        end = self.target.console.crash_end
+        lines = self._lines(raw)
+        for offset, length, host_us in lines:
+            text = raw[offset:offset + length].decode("utf-8", "replace").rstrip("\r\n")
+            if text.startswith("["):
+                m = _UPTIME_LINE.match(text)
+                if m is not None:
+                    self._uptime_line(int(m.group(1)), m.group(2), offset, length, host_us)
+                    continue
+            if not text.strip():
+                continue
+            if text.strip() == begin:
+                self._crash_log(raw, offset, length, host_us, lines, begin, end)
+            elif (banner is not None and (bm := banner.match(text))
+                  and raw.startswith(b"reset:", offset + length)):
+                # The `version` command prints the banner line too; a boot is followed by
+                # its reset cause.
+                self._boot(bm, offset, length, host_us, raw)
+            elif text.startswith("reset:"):
+                continue  # read together with its banner
+            elif text.startswith("previous crash:"):
+                item = _Item("crash", "critical", "", offset, length, None, self.boot, host_us)
+                self.reported.append((item, dict(_PAIR.findall(text))))
+            else:
+                severity = "warning" if any(w in text for w in _WARNING_WORDS) else "info"
+                self.items.append(_Item("log", severity, text, offset, length, None,
+                                        self.boot, host_us))
+
+    def _lines(self, raw: bytes) -> Iterator[tuple[int, int, int | None]]:
+        index = self.root / LINE_INDEX
+        if not index.is_file():
+            self.warnings.append(f"{self.device}: no {LINE_INDEX}; console lines have no "
+                                 "host receive times and are placed between the capture's "
+                                 "start and end")
+            yield from _split_lines(raw)
+            return
+        stamp = _WallParser(self.offset_us)
+        with open(index, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    entry = json.loads(line)
+                    offset, length = entry["offset"], entry["length"]
+                    wall = stamp.parse(entry["wall"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise InputError(f"bad line index entry ({exc})", path=index,
+                                     line=number) from None
+                yield offset, length, wall
+
+    def _uptime_line(self, uptime: int, text: str, offset: int, length: int,
+                     host_us: int | None) -> None:
+        if self.last_uptime is not None and uptime < self.last_uptime:
+            self._new_boot()
+            self.items.append(_Item(
+                "reset", "warning",
+                f"reset inferred: uptime went back from {self.last_uptime} ms to {uptime} ms "
+                "with no boot banner", offset, length, None, self.boot, host_us,
+                (("reset_reason", "unknown"),)))
+        self.last_uptime = uptime
+        if host_us is not None:
+            xs, ys = self.points.setdefault(self.boot, ([], []))
+            xs.append(uptime)
+            ys.append(host_us)
+        severity = "warning" if any(w in text for w in _WARNING_WORDS) else "info"
+        self.items.append(_Item("log", severity, text, offset, length, uptime, self.boot,
+                                host_us))
+
+    def _new_boot(self) -> None:
+        self.boot += 1
+        self.last_uptime = None
+
+    def _boot(self, m: re.Match[str], offset: int, length: int, host_us: int | None,
+              raw: bytes) -> None:
+        self._new_boot()
+        version = m.groupdict().get("version") or "?"
+        build_id = m.groupdict().get("build_id") or "?"
+        self.boot_firmware[self.boot] = (version, build_id)
+        end = raw.find(b"\n", offset + length)
+        nxt = raw[offset + length:len(raw) if end < 0 else end + 1]
+        reason = nxt.decode("utf-8", "replace").split(":", 1)[1].strip()
+        self.items.append(_Item(
+            "reset", RESET_SEVERITY.get(reason, "warning"), f"reset ({reason})",
+            offset + length, len(nxt), None, self.boot, host_us, (("reset_reason", reason),)))
+        self.items.append(_Item(
+            "boot", "info", f"boot: firmware {version} build-id {build_id[:12]}", offset, length,
+            None, self.boot, host_us,
+            (("version", version), ("build_id", build_id), ("reset_reason", reason))))
+
+    def _crash_log(self, raw: bytes, offset: int, length: int, host_us: int | None,
+                   lines: Iterator[tuple[int, int, int | None]], begin: str, end: str) -> None:
+        stop = raw.find(end.encode(), offset)
+        next_boot = -1
+        if self.banner_bytes is not None:
+            # a crash log cut off by a reset ends where the next banner starts
+            m = self.banner_bytes.search(raw, offset + length, stop if stop >= 0 else len(raw))
+            next_boot = m.start() if m else -1
+        complete = stop >= 0 and (next_boot < 0 or stop < next_boot)
+        if complete:
+            stop = raw.find(b"\n", stop)
+            stop = len(raw) if stop < 0 else stop + 1
+        else:
+            stop = next_boot if next_boot >= 0 else len(raw)
+        text = raw[offset:stop].decode("utf-8", "replace")
+        parsed = parse_crash_log(text)
+        crash = CrashInfo(
+            fault=parsed.fault, firmware_version=parsed.firmware_version,
+            build_id=parsed.build_id, uptime_ms=parsed.uptime_ms,
+            registers=tuple((n, parsed.registers[n]) for n in REGISTER_NAMES
+                            if n in parsed.registers),
+            complete=complete and parsed.complete,
+            frame_available=not any("unavailable" in note for note in parsed.notes))
+        item = _Item("crash", "critical", "", offset, stop - offset, parsed.uptime_ms, self.boot,
+                     host_us, crash=crash)
+        self.items.append(item)
+        # skip the crash log's own lines
+        for line_offset, line_length, _ in lines:
+            if line_offset + line_length >= stop:
+                break
+
+    # -- pass 2: fits, settling, events ------------------------------------------------
+
+    def finish(self, start_us: int | None, end_us: int | None,
+               decoder: CrashDecoder | None) -> tuple[tuple[ClockFit, ...], tuple[Event, ...]]:
+        fits = self._fits()
+        slots: list[StreamSlot] = []
+        for item in self.items:
+            fit = fits.get(item.boot)
+            if item.kind in ("boot", "reset") and fit is not None:
+                # Uptime counts from the reset: the boot happened at uptime 0 of its segment.
+                item.uptime_ms = 0
+                slot = StreamSlot(fit.wall_us(0), fit.uncertainty_us(0), True)
+            elif item.uptime_ms is not None and fit is not None:
+                slot = StreamSlot(fit.wall_us(item.uptime_ms),
+                                  fit.uncertainty_us(item.uptime_ms), True)
+            elif item.host_us is not None:
+                excess = fit.latency_excess_us if fit is not None else self.pooled_excess_us
+                slot = StreamSlot(item.host_us - round(excess), _host_spread(fit), False)
+            else:
+                slot = StreamSlot(None, None, False)
+            item.slot = slot
+            slots.append(slot)
+        if slots:
+            try:
+                settle_stream_order(slots, start_us, end_us)
+            except ValueError:
+                raise InputError("console lines have no times and the capture has no start "
+                                 "or end time", path=self.root / MANIFEST) from None
+        reported = self._resolve_reported(fits, start_us)
+        events = [self._event(item, decoder) for item in self.items]
+        events.extend(self._event(item, decoder) for item in reported)
+        return tuple(fits.values()), tuple(events)
+
+    def _fits(self) -> dict[int, ClockFit]:
+        first = {boot: fit for boot, (xs, ys) in self.points.items()
+                 if (fit := fit_segment(self.device, boot, xs, ys)) is not None}
+        # Boots with too few stamped lines borrow the latency scatter and excess measured
+        # in the others (same host, same cable).
+        measured = [f for f in first.values() if f.points >= MIN_POINTS_FOR_FLOOR]
+        dof = sum(f.points - 2 for f in measured)
+        if dof > 0:
+            self.pooled_sigma_us = math.sqrt(sum(f.residual_rms_us ** 2 * (f.points - 2)
+                                                 for f in measured) / dof)
+            self.pooled_excess_us = (sum(f.latency_excess_us * f.points for f in measured)
+                                     / sum(f.points for f in measured))
+        fits = {}
+        for boot, fit in sorted(first.items()):
+            if fit.points < MIN_POINTS_FOR_FLOOR and measured:
+                xs, ys = self.points[boot]
+                refit = fit_segment(self.device, boot, xs, ys,
+                                    fallback_sigma_us=self.pooled_sigma_us,
+                                    fallback_excess_us=self.pooled_excess_us)
+                assert refit is not None
+                fit = refit
+            fits[boot] = fit
+        return fits
+
+    def _resolve_reported(self, fits: dict[int, ClockFit], start_us: int | None) -> list[_Item]:
+        """``previous crash:`` lines: confirm the crash already seen, or add it."""
+        extra: list[_Item] = []
+        crashes: dict[int, list[_Item]] = {}
+        boots: dict[int, _Item] = {}
+        for other in self.items:
+            if other.kind == "crash":
+                crashes.setdefault(other.boot, []).append(other)
+            elif other.kind == "boot":
+                boots[other.boot] = other
+        for item, pairs in self.reported:
+            uptime = _int(pairs.get("uptime_ms"))
+            previous = item.boot - 1
+            seen = [other for other in crashes.get(previous, ())
+                    if other.crash is not None and other.crash.uptime_ms == uptime]
+            if seen:
+                for other in seen:
+                    assert other.crash is not None
+                    other.crash = replace(other.crash, confirmed_at_next_boot=True)
+                continue
+            regs = tuple((n, v) for n in REGISTER_NAMES if (v := _int(pairs.get(n))) is not None)
+            version, build_id = self.boot_firmware.get(previous, (None, None))
+            item.crash = CrashInfo(
+                fault=pairs.get("reason"), firmware_version=version, build_id=build_id,
+                uptime_ms=uptime, registers=regs, complete=False, from_crash_record=True)
+            fit = fits.get(previous)
+            if fit is not None and uptime is not None and previous >= 1:
+                item.uptime_ms = uptime
+                item.boot = previous
+                item.slot = StreamSlot(fit.wall_us(uptime), fit.uncertainty_us(uptime), True)
+            else:
+                # The crash happened in a boot this capture did not see: only the time
+                # it was reported is known.
+                banner = boots.get(item.boot)
+                banner_time = banner.slot.wall_us if banner and banner.slot else None
+                for when in (banner_time, item.host_us, start_us):
+                    if when is not None:
+                        break
+                else:
+                    self.warnings.append(f"{self.device}: a crash record reported at boot "
+                                         f"{item.boot} has no time at all; left out")
+                    continue
+                item.slot = StreamSlot(when, None, False)
+                item.boot = previous
+            extra.append(item)
+        return extra
+
+    def _event(self, item: _Item, decoder: CrashDecoder | None) -> Event:
+        slot = item.slot
+        assert slot is not None and slot.wall_us is not None
+        if slot.uncertainty_us is None and item.crash is not None and item.crash.from_crash_record:
+            basis = BASIS_REPORTED
+        elif slot.strong:
+            basis = BASIS_UPTIME
+        elif item.host_us is None:
+            basis = BASIS_INTERPOLATED
+        else:
+            basis = BASIS_HOST
+        message = item.message
+        crash = item.crash
+        if crash is not None:
+            if decoder is not None:
+                decoded = decoder(crash, bundle=self.root)
+                if decoded is not None:
+                    crash = replace(crash, decoded=decoded)
+            message = crash_message(crash)
+        return Event(slot.wall_us, slot.uncertainty_us, basis, "console", self.device, item.kind,
+                     item.severity, message, f"{self.evidence}{item.offset}+{item.length}",
+                     item.uptime_ms, item.boot, item.details, crash)
+
+
+def crash_message(crash: CrashInfo) -> str:
+    """``crash: BusFault, firmware 1.0.0, uptime 10 ms (pc=... cfsr=...)``"""
+    parts = [f"crash: {crash.fault or 'unknown fault'}"]
+    if crash.decoded is not None:
+        parts = [f"crash: {crash.decoded.summary}"]
+        if crash.decoded.location:
+            parts.append(f"in {crash.decoded.location}")
+    if crash.firmware_version:
+        parts.append(f"firmware {crash.firmware_version}")
+    if crash.uptime_ms is not None:
+        parts.append(f"uptime {crash.uptime_ms} ms")
+    text = ", ".join(parts)
+    regs = crash.key_registers()
+    if regs:
+        text += f" ({regs})"
+    if crash.from_crash_record:
+        text += " [from the crash record reported at the next boot]"
+    elif not crash.complete:
+        text += " [crash log incomplete]"
+    return text
+
+
+def _host_spread(fit: ClockFit | None) -> int:
+    """How far a host receive time may be from the device's print time."""
+    if fit is None:
+        return DEFAULT_LATENCY_US
+    if fit.points < 3:
+        return max(1000, round(COVERAGE_SIGMAS * fit.latency_sigma_us + fit.latency_excess_us))
+    return max(1000, round(fit.residual_max_us + fit.latency_excess_us))
+
+
+def _int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text, 16) if text.startswith("0x") else int(text)
+    except ValueError:
+        return None
+
+
+def _split_lines(raw: bytes) -> Iterator[tuple[int, int, int | None]]:
+    start = 0
+    while (nl := raw.find(b"\n", start)) >= 0:
+        yield start, nl + 1 - start, None
+        start = nl + 1
+
+
+class _WallParser:
+    """Host wall times from lines.jsonl, fast: the per-second prefix is cached."""
+
+    def __init__(self, offset_us: int) -> None:
+        self.offset_us = offset_us
+        self.prefix = ""
+        self.base_us = 0
+
+    def parse(self, text: str) -> int:
+        # Fast path for what crashcart writes: 2024-03-14T10:00:00.123456+00:00
+        if len(text) == 32 and text[19] == "." and text.endswith("+00:00"):
+            prefix = text[:19]
+            if prefix != self.prefix:
+                self.base_us = parse_iso_us(prefix + "+00:00")
+                self.prefix = prefix
+            return self.base_us + int(text[20:26]) + self.offset_us
+        return parse_iso_us(text) + self.offset_us
