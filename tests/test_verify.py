@@ -58,3 +58,14 @@ def test_verify_fixture_incident(tmp_path):
     assert ai1["format"] == "crashcart-verdict" and ai1["status"] == "closed"
     assert ai1["action_item"] == "AI-1"
     assert len(written) == 6
+
+
+@pytest.mark.qemu
+def test_verify_the_timeline_fixture_incident():
+    """fixtures/incident (the timeline's sample) links AI-1 and AI-6 to replay checks."""
+    incident = ROOT / "fixtures" / "incident"
+    if not (incident / "incident.yaml").is_file():
+        pytest.skip("the timeline's fixture incident is not in this checkout")
+    status = {r.item.id: r.status for r in verify_incident(incident, jobs=2)}
+    assert status.get("AI-1") == "closed"
+    assert status.get("AI-6") == "open"
