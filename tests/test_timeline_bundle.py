@@ -9,7 +9,7 @@ import pytest
 
 from collector.bundle import BundleWriter
 from timeline.bundle_events import read_bundle
-from timeline.clock import StreamSlot, fit_segment, settle_stream_order
+from timeline.clock import fit_segment, settle_stream_order
 from timeline.model import (
     BASIS_INTERPOLATED,
     BASIS_REPORTED,
@@ -74,15 +74,24 @@ def test_implausible_drift_is_reported():
 
 
 def test_settling_keeps_print_order_and_places_untimed_lines():
-    slots = [StreamSlot(100, 5, True), StreamSlot(90, 5, False), StreamSlot(None, None, False),
-             StreamSlot(200, 5, True), StreamSlot(260, 5, False), StreamSlot(250, 5, True)]
-    settle_stream_order(slots, 0, 1000)
-    times = [s.wall_us for s in slots]
-    assert times == [100, 100, 150, 200, 250, 250]
-    assert slots[2].uncertainty_us == 1000          # floor of 1 ms; the gap was 100 µs
-    lone = [StreamSlot(None, None, False)]
-    settle_stream_order(lone, 0, 10_000_000)
-    assert lone[0].wall_us == 5_000_000 and lone[0].uncertainty_us == 5_000_000
+    walls = [100, 90, None, 200, 260, 250]
+    uncertainties = [5, 5, None, 5, 5, 5]
+    strong = [True, False, False, True, False, True]
+    settle_stream_order(walls, uncertainties, strong, 0, 1000)
+    assert walls == [100, 100, 150, 200, 250, 250]
+    assert uncertainties[2] == 1000          # floor of 1 ms; the gap was 100 µs
+    lone, lone_u = [None], [None]
+    settle_stream_order(lone, lone_u, [False], 0, 10_000_000)
+    assert lone == [5_000_000] and lone_u == [5_000_000]
+
+
+def test_placer_agrees_with_the_fit():
+    xs = list(range(0, 60_000, 250))
+    ys = [T0 + x * 1000 + (i * 7919) % 4000 for i, x in enumerate(xs)]
+    for fit in (fit_segment("d", 0, xs, ys), fit_segment("d", 1, [10], [T0])):
+        place = fit.placer()
+        for uptime in (0, 10, 30_000, 90_000):
+            assert place(uptime) == (fit.wall_us(uptime), fit.uncertainty_us(uptime))
 
 
 # -- the fixture incident's bundles -----------------------------------------------------------

@@ -98,6 +98,17 @@ def test_timesketch_jsonl_has_the_required_fields(fixture_timeline):
     assert deploy["version"] == "1.0.1" and deploy["uncertainty_us"] == 0
 
 
+def test_fast_jsonl_path_writes_exactly_what_timesketch_record_gives(fixture_timeline):
+    _, tl = fixture_timeline
+    odd = Event(5, None, "reported", 'a"b', None, "note", "info", 'x\\y "q" é\n\t', None)
+    events = list(tl.events) + [odd]
+    out = io.StringIO()
+    write_jsonl(events, out)
+    fmt = IsoFormatter()
+    written = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert written == [json.loads(json.dumps(timesketch_record(e, fmt))) for e in events]
+
+
 def test_iso_formatter_matches_datetime():
     fmt = IsoFormatter()
     for text in ("2026-11-12T09:00:01.607123+00:00", "1999-12-31T23:59:59.999999+00:00"):

@@ -8,7 +8,9 @@ any mix of incident directories, bundle directories and event files.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import gc
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
@@ -68,12 +70,13 @@ def build_timeline(
     ``event_files`` holds ``(path, display name)`` pairs; the display name is
     how evidence links name the file (default: the path).
     """
-    captures = tuple(
-        read_bundle(b.path, device=b.device, evidence_name=b.evidence_name,
-                    target=load_target(b.target) if b.target else None,
-                    host_clock_offset_us=b.host_clock_offset_us, decoder=decoder)
-        for b in bundles)
-    files = tuple(load_event_file(path, display_name=name) for path, name in event_files)
+    with _cyclic_gc_paused():
+        captures = tuple(
+            read_bundle(b.path, device=b.device, evidence_name=b.evidence_name,
+                        target=load_target(b.target) if b.target else None,
+                        host_clock_offset_us=b.host_clock_offset_us, decoder=decoder)
+            for b in bundles)
+        files = tuple(load_event_file(path, display_name=name) for path, name in event_files)
     events: list[Event] = []
     for capture in captures:
         events.extend(capture.events)
@@ -122,6 +125,24 @@ def timeline_from_paths(paths: Sequence[str | Path], *,
                              "bundle directory (with manifest.json), or a .csv/.jsonl/.yaml "
                              "event file")
     return build_timeline(bundles, files, decoder=decoder), incident
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while events are read.
+
+    Reading creates millions of small tuples that live on (the events); each
+    full collection would walk all of them again, which costs about a fifth
+    of the reading time for a million events.  Events hold no reference
+    cycles, so nothing is lost by collecting once afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _bundle_source(entry: EvidenceEntry) -> BundleSource:

@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from collector.bundle import MANIFEST, read_manifest
 from collector.crashlog import REGISTER_NAMES, parse_crash_log
@@ -40,7 +40,6 @@ from timeline.clock import (
     DEFAULT_LATENCY_US,
     MIN_POINTS_FOR_FLOOR,
     ClockFit,
-    StreamSlot,
     fit_segment,
     settle_stream_order,
 )
@@ -59,9 +58,11 @@ LOG = logging.getLogger(__name__)
 
 CONSOLE_RAW = "serial/console.raw"
 LINE_INDEX = "serial/lines.jsonl"
-_UPTIME_LINE = re.compile(r"\[\s*(\d+) ms\] ?(.*)")
 _PAIR = re.compile(r"([a-z_]+)=(\S+)")
-_WARNING_WORDS = ("alarm", "out of range", "invalid", "error", "fail")
+_WARNING = re.compile(r"alarm|out of range|invalid|error|fail")
+_INDEX_FAST = re.compile(rb'^\{"offset": (\d+), "length": (\d+), "wall": '
+                         rb'"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})\+00:00", "mono": [^\n]*$',
+                         re.M)
 RESET_SEVERITY = {"power-on": "info", "software": "info", "fault": "error",
                   "watchdog": "error"}
 #: Uncertainty of a time read straight from the capture host's clock.
@@ -209,27 +210,19 @@ def _capture_events(manifest: dict[str, object], device: str, link: str, started
 # -- the console ------------------------------------------------------------------------------
 
 
-class _Item:
-    """A device event being read, before its time is settled."""
+class _Item(NamedTuple):
+    """A device event as read from the console, before its time is settled."""
 
-    __slots__ = ("kind", "severity", "message", "offset", "length", "uptime_ms", "boot",
-                 "host_us", "details", "crash", "slot")
-
-    def __init__(self, kind: str, severity: str, message: str, offset: int, length: int,
-                 uptime_ms: int | None, boot: int, host_us: int | None,
-                 details: tuple[tuple[str, str | int | float], ...] = (),
-                 crash: CrashInfo | None = None) -> None:
-        self.kind = kind
-        self.severity = severity
-        self.message = message
-        self.offset = offset
-        self.length = length
-        self.uptime_ms = uptime_ms
-        self.boot = boot
-        self.host_us = host_us
-        self.details = details
-        self.crash = crash
-        self.slot: StreamSlot | None = None
+    kind: str
+    severity: str
+    message: str
+    offset: int
+    length: int
+    uptime_ms: int | None
+    boot: int
+    host_us: int | None
+    details: tuple[tuple[str, str | int | float], ...] = ()
+    crash: CrashInfo | None = None
 
 
 class _ConsoleParser:
@@ -249,6 +242,9 @@ class _ConsoleParser:
         self.boot_firmware: dict[int, tuple[str, str]] = {}
         self.pooled_sigma_us: float | None = None
         self.pooled_excess_us = 0.0
+        self.points_boot = -1                         # the boot self.xs/self.ys belong to
+        self.xs: list[int] = []
+        self.ys: list[int] = []
         banner = target.console.banner
         self.banner_bytes = re.compile(banner.pattern.encode(), re.M) if banner else None
 
@@ -259,17 +255,42 @@ class _ConsoleParser:
         banner = self.target.console.banner
         begin = self.target.console.crash_begin
         end = self.target.console.crash_end
-        lines = self._lines(raw)
+        warning = _WARNING.search
+        items = self.items
+        append = items.append
+        lines = iter(self._lines(raw))
+        # Byte offsets are character offsets in ASCII, so the console is decoded once.
+        console = raw.decode("ascii") if raw.isascii() else None
+        # The hot path (a log line stamped with uptime) works on locals; they are
+        # written back to self around the rare lines that need the helpers.
+        boot, last_uptime, xs, ys = self.boot, self.last_uptime, self.xs, self.ys
         for offset, length, host_us in lines:
-            text = raw[offset:offset + length].decode("utf-8", "replace").rstrip("\r\n")
-            if text.startswith("["):
-                m = _UPTIME_LINE.match(text)
-                if m is not None:
-                    self._uptime_line(int(m.group(1)), m.group(2), offset, length, host_us)
-                    continue
-            if not text.strip():
+            if console is not None:
+                text = console[offset:offset + length].rstrip("\r\n")
+            else:
+                text = raw[offset:offset + length].decode("utf-8", "replace").rstrip("\r\n")
+            uptime = _uptime_of(text)
+            if uptime is not None:
+                if last_uptime is not None and uptime < last_uptime:
+                    self.boot, self.last_uptime = boot, last_uptime
+                    self._inferred_reset(uptime, offset, length, host_us)
+                    boot = self.boot
+                last_uptime = uptime
+                if host_us is not None:
+                    if boot != self.points_boot:
+                        self.points_boot = boot
+                        xs, ys = self.points.setdefault(boot, ([], []))
+                    xs.append(uptime)
+                    ys.append(host_us)
+                body = text[text.index(" ms]") + 5:]
+                append(_Item("log", "warning" if warning(body) else "info", body, offset,
+                             length, uptime, boot, host_us))
                 continue
-            if text.strip() == begin:
+            stripped = text.strip()
+            if not stripped:
+                continue
+            self.boot, self.last_uptime = boot, last_uptime
+            if stripped == begin:
                 self._crash_log(raw, offset, length, host_us, lines, begin, end)
             elif (banner is not None and (bm := banner.match(text))
                   and raw.startswith(b"reset:", offset + length)):
@@ -279,50 +300,56 @@ class _ConsoleParser:
             elif text.startswith("reset:"):
                 continue  # read together with its banner
             elif text.startswith("previous crash:"):
-                item = _Item("crash", "critical", "", offset, length, None, self.boot, host_us)
+                item = _Item("crash", "critical", "", offset, length, None, boot, host_us)
                 self.reported.append((item, dict(_PAIR.findall(text))))
             else:
-                severity = "warning" if any(w in text for w in _WARNING_WORDS) else "info"
-                self.items.append(_Item("log", severity, text, offset, length, None,
-                                        self.boot, host_us))
+                append(_Item("log", "warning" if warning(text) else "info", text, offset,
+                             length, None, boot, host_us))
+            boot, last_uptime = self.boot, self.last_uptime
+        self.boot, self.last_uptime = boot, last_uptime
 
-    def _lines(self, raw: bytes) -> Iterator[tuple[int, int, int | None]]:
+    def _lines(self, raw: bytes) -> list[tuple[int, int, int | None]]:
+        """(offset, length, host receive time) of every console line, from lines.jsonl."""
         index = self.root / LINE_INDEX
         if not index.is_file():
             self.warnings.append(f"{self.device}: no {LINE_INDEX}; console lines have no "
                                  "host receive times and are placed between the capture's "
                                  "start and end")
-            yield from _split_lines(raw)
-            return
-        stamp = _WallParser(self.offset_us)
-        with open(index, "rb") as handle:
-            for number, line in enumerate(handle, start=1):
-                try:
-                    entry = json.loads(line)
-                    offset, length = entry["offset"], entry["length"]
-                    wall = stamp.parse(entry["wall"])
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise InputError(f"bad line index entry ({exc})", path=index,
-                                     line=number) from None
-                yield offset, length, wall
+            return list(_split_lines(raw))
+        data = index.read_bytes()
+        seconds = _Seconds(self.offset_us)
+        # What crashcart writes, read with one regular-expression pass instead of a JSON
+        # parse per line; any other line sends the whole file down the careful path.
+        found = _INDEX_FAST.findall(data)
+        if len(found) == data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1):
+            return [(int(o), int(n), seconds[w] + int(us)) for o, n, w, us in found]
+        result: list[tuple[int, int, int | None]] = []
+        for number, line in enumerate(data.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                offset, length = entry["offset"], entry["length"]
+                wall = parse_iso_us(entry["wall"]) + self.offset_us
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InputError(f"bad line index entry ({exc})", path=index,
+                                 line=number) from None
+            if not isinstance(offset, int) or not isinstance(length, int):
+                raise InputError("bad line index entry (offset and length must be integers)",
+                                 path=index, line=number)
+            result.append((offset, length, wall))
+        return result
 
-    def _uptime_line(self, uptime: int, text: str, offset: int, length: int,
-                     host_us: int | None) -> None:
-        if self.last_uptime is not None and uptime < self.last_uptime:
-            self._new_boot()
-            self.items.append(_Item(
-                "reset", "warning",
-                f"reset inferred: uptime went back from {self.last_uptime} ms to {uptime} ms "
-                "with no boot banner", offset, length, None, self.boot, host_us,
-                (("reset_reason", "unknown"),)))
-        self.last_uptime = uptime
-        if host_us is not None:
-            xs, ys = self.points.setdefault(self.boot, ([], []))
-            xs.append(uptime)
-            ys.append(host_us)
-        severity = "warning" if any(w in text for w in _WARNING_WORDS) else "info"
-        self.items.append(_Item("log", severity, text, offset, length, uptime, self.boot,
-                                host_us))
+    def _inferred_reset(self, uptime: int, offset: int, length: int,
+                        host_us: int | None) -> None:
+        """Uptime went backwards with no banner: a reset whose boot lines were lost."""
+        previous = self.last_uptime
+        self._new_boot()
+        self.items.append(_Item(
+            "reset", "warning",
+            f"reset inferred: uptime went back from {previous} ms to {uptime} ms "
+            "with no boot banner", offset, length, None, self.boot, host_us,
+            (("reset_reason", "unknown"),)))
 
     def _new_boot(self) -> None:
         self.boot += 1
@@ -381,32 +408,48 @@ class _ConsoleParser:
     def finish(self, start_us: int | None, end_us: int | None,
                decoder: CrashDecoder | None) -> tuple[tuple[ClockFit, ...], tuple[Event, ...]]:
         fits = self._fits()
-        slots: list[StreamSlot] = []
-        for item in self.items:
-            fit = fits.get(item.boot)
-            if item.kind in ("boot", "reset") and fit is not None:
+        placers = {boot: fit.placer() for boot, fit in fits.items()}
+        items = self.items
+        n = len(items)
+        walls: list[int | None] = [None] * n
+        uncertainties: list[int | None] = [None] * n
+        strong = [False] * n
+        for i, item in enumerate(items):
+            place = placers.get(item.boot)
+            if place is not None and item.uptime_ms is not None:
+                walls[i], uncertainties[i] = place(item.uptime_ms)
+                strong[i] = True
+            elif place is not None and item.kind in ("boot", "reset"):
                 # Uptime counts from the reset: the boot happened at uptime 0 of its segment.
-                item.uptime_ms = 0
-                slot = StreamSlot(fit.wall_us(0), fit.uncertainty_us(0), True)
-            elif item.uptime_ms is not None and fit is not None:
-                slot = StreamSlot(fit.wall_us(item.uptime_ms),
-                                  fit.uncertainty_us(item.uptime_ms), True)
+                items[i] = item._replace(uptime_ms=0)
+                walls[i], uncertainties[i] = place(0)
+                strong[i] = True
             elif item.host_us is not None:
+                fit = fits.get(item.boot)
                 excess = fit.latency_excess_us if fit is not None else self.pooled_excess_us
-                slot = StreamSlot(item.host_us - round(excess), _host_spread(fit), False)
-            else:
-                slot = StreamSlot(None, None, False)
-            item.slot = slot
-            slots.append(slot)
-        if slots:
+                walls[i] = item.host_us - round(excess)
+                uncertainties[i] = _host_spread(fit)
+        if n:
             try:
-                settle_stream_order(slots, start_us, end_us)
+                settle_stream_order(walls, uncertainties, strong, start_us, end_us)
             except ValueError:
                 raise InputError("console lines have no times and the capture has no start "
                                  "or end time", path=self.root / MANIFEST) from None
-        reported = self._resolve_reported(fits, start_us)
-        events = [self._event(item, decoder) for item in self.items]
-        events.extend(self._event(item, decoder) for item in reported)
+        extra = self._resolve_reported(fits, walls, start_us)
+        device, evidence = self.device, self.evidence
+        events = []
+        for i, item in enumerate(items):
+            if item.crash is not None:
+                events.append(self._event(item, walls[i], uncertainties[i], strong[i], decoder))
+                continue
+            basis = BASIS_UPTIME if strong[i] else (
+                BASIS_HOST if item.host_us is not None else BASIS_INTERPOLATED)
+            events.append(Event(walls[i], uncertainties[i], basis,  # type: ignore[arg-type]
+                                "console", device, item.kind, item.severity, item.message,
+                                f"{evidence}{item.offset}+{item.length}", item.uptime_ms,
+                                item.boot, item.details))
+        events.extend(self._event(item, wall, unc, is_strong, decoder)
+                      for item, wall, unc, is_strong in extra)
         return tuple(fits.values()), tuple(events)
 
     def _fits(self) -> dict[int, ClockFit]:
@@ -433,75 +476,77 @@ class _ConsoleParser:
             fits[boot] = fit
         return fits
 
-    def _resolve_reported(self, fits: dict[int, ClockFit], start_us: int | None) -> list[_Item]:
-        """``previous crash:`` lines: confirm the crash already seen, or add it."""
-        extra: list[_Item] = []
-        crashes: dict[int, list[_Item]] = {}
-        boots: dict[int, _Item] = {}
-        for other in self.items:
+    def _resolve_reported(
+        self, fits: dict[int, ClockFit], walls: list[int | None], start_us: int | None,
+    ) -> list[tuple[_Item, int, int | None, bool]]:
+        """``previous crash:`` lines: confirm the crash already seen, or add it.
+
+        Returns the added crashes with their time, uncertainty and strength.
+        """
+        extra: list[tuple[_Item, int, int | None, bool]] = []
+        crashes: dict[int, list[int]] = {}
+        boots: dict[int, int] = {}
+        for i, other in enumerate(self.items):
             if other.kind == "crash":
-                crashes.setdefault(other.boot, []).append(other)
+                crashes.setdefault(other.boot, []).append(i)
             elif other.kind == "boot":
-                boots[other.boot] = other
+                boots[other.boot] = i
         for item, pairs in self.reported:
             uptime = _int(pairs.get("uptime_ms"))
             previous = item.boot - 1
-            seen = [other for other in crashes.get(previous, ())
-                    if other.crash is not None and other.crash.uptime_ms == uptime]
+            seen = [i for i in crashes.get(previous, ())
+                    if (c := self.items[i].crash) is not None and c.uptime_ms == uptime]
+            for i in seen:
+                crash = self.items[i].crash
+                assert crash is not None
+                self.items[i] = self.items[i]._replace(
+                    crash=replace(crash, confirmed_at_next_boot=True))
             if seen:
-                for other in seen:
-                    assert other.crash is not None
-                    other.crash = replace(other.crash, confirmed_at_next_boot=True)
                 continue
             regs = tuple((n, v) for n in REGISTER_NAMES if (v := _int(pairs.get(n))) is not None)
             version, build_id = self.boot_firmware.get(previous, (None, None))
-            item.crash = CrashInfo(
+            crash = CrashInfo(
                 fault=pairs.get("reason"), firmware_version=version, build_id=build_id,
                 uptime_ms=uptime, registers=regs, complete=False, from_crash_record=True)
             fit = fits.get(previous)
             if fit is not None and uptime is not None and previous >= 1:
-                item.uptime_ms = uptime
-                item.boot = previous
-                item.slot = StreamSlot(fit.wall_us(uptime), fit.uncertainty_us(uptime), True)
+                wall, unc = fit.placer()(uptime)
+                extra.append((item._replace(uptime_ms=uptime, boot=previous, crash=crash),
+                              wall, unc, True))
+                continue
+            # The crash happened in a boot this capture did not see: only the time it
+            # was reported is known.
+            banner = boots.get(item.boot)
+            banner_time = walls[banner] if banner is not None else None
+            for when in (banner_time, item.host_us, start_us):
+                if when is not None:
+                    extra.append((item._replace(boot=previous, crash=crash), when, None, False))
+                    break
             else:
-                # The crash happened in a boot this capture did not see: only the time
-                # it was reported is known.
-                banner = boots.get(item.boot)
-                banner_time = banner.slot.wall_us if banner and banner.slot else None
-                for when in (banner_time, item.host_us, start_us):
-                    if when is not None:
-                        break
-                else:
-                    self.warnings.append(f"{self.device}: a crash record reported at boot "
-                                         f"{item.boot} has no time at all; left out")
-                    continue
-                item.slot = StreamSlot(when, None, False)
-                item.boot = previous
-            extra.append(item)
+                self.warnings.append(f"{self.device}: a crash record reported at boot "
+                                     f"{item.boot} has no time at all; left out")
         return extra
 
-    def _event(self, item: _Item, decoder: CrashDecoder | None) -> Event:
-        slot = item.slot
-        assert slot is not None and slot.wall_us is not None
-        if slot.uncertainty_us is None and item.crash is not None and item.crash.from_crash_record:
+    def _event(self, item: _Item, wall_us: int | None, uncertainty_us: int | None,
+               strong: bool, decoder: CrashDecoder | None) -> Event:
+        assert wall_us is not None and item.crash is not None
+        crash = item.crash
+        if uncertainty_us is None and crash.from_crash_record:
             basis = BASIS_REPORTED
-        elif slot.strong:
+        elif strong:
             basis = BASIS_UPTIME
         elif item.host_us is None:
             basis = BASIS_INTERPOLATED
         else:
             basis = BASIS_HOST
-        message = item.message
-        crash = item.crash
-        if crash is not None:
-            if decoder is not None:
-                decoded = decoder(crash, bundle=self.root)
-                if decoded is not None:
-                    crash = replace(crash, decoded=decoded)
-            message = crash_message(crash)
-        return Event(slot.wall_us, slot.uncertainty_us, basis, "console", self.device, item.kind,
-                     item.severity, message, f"{self.evidence}{item.offset}+{item.length}",
-                     item.uptime_ms, item.boot, item.details, crash)
+        if decoder is not None:
+            decoded = decoder(crash, bundle=self.root)
+            if decoded is not None:
+                crash = replace(crash, decoded=decoded)
+        return Event(wall_us, uncertainty_us, basis, "console", self.device, item.kind,
+                     item.severity, crash_message(crash),
+                     f"{self.evidence}{item.offset}+{item.length}", item.uptime_ms, item.boot,
+                     item.details, crash)
 
 
 def crash_message(crash: CrashInfo) -> str:
@@ -535,6 +580,17 @@ def _host_spread(fit: ClockFit | None) -> int:
     return max(1000, round(fit.residual_max_us + fit.latency_excess_us))
 
 
+def _uptime_of(text: str) -> int | None:
+    """The uptime of a ``[%8u ms] text`` log line, else None (string methods: hot path)."""
+    if not text.startswith("["):
+        return None
+    end = text.find(" ms]", 1)
+    if end < 0:
+        return None
+    digits = text[1:end].lstrip(" ")
+    return int(digits) if digits.isdigit() and digits.isascii() else None
+
+
 def _int(text: str | None) -> int | None:
     if text is None:
         return None
@@ -551,20 +607,13 @@ def _split_lines(raw: bytes) -> Iterator[tuple[int, int, int | None]]:
         start = nl + 1
 
 
-class _WallParser:
-    """Host wall times from lines.jsonl, fast: the per-second prefix is cached."""
+class _Seconds(dict):  # type: ignore[type-arg]
+    """``b"2024-03-14T10:00:00"`` -> µs since the epoch (+ offset), memoised per second."""
 
     def __init__(self, offset_us: int) -> None:
+        super().__init__()
         self.offset_us = offset_us
-        self.prefix = ""
-        self.base_us = 0
 
-    def parse(self, text: str) -> int:
-        # Fast path for what crashcart writes: 2024-03-14T10:00:00.123456+00:00
-        if len(text) == 32 and text[19] == "." and text.endswith("+00:00"):
-            prefix = text[:19]
-            if prefix != self.prefix:
-                self.base_us = parse_iso_us(prefix + "+00:00")
-                self.prefix = prefix
-            return self.base_us + int(text[20:26]) + self.offset_us
-        return parse_iso_us(text) + self.offset_us
+    def __missing__(self, stamp: bytes) -> int:
+        value = self[stamp] = parse_iso_us(stamp.decode() + "+00:00") + self.offset_us
+        return value

@@ -41,8 +41,9 @@ Rules, and why:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import mul
 
 #: Bound on an oscillator's frequency error, used when the drift cannot be fitted.
 MAX_DRIFT_PPM = 200.0
@@ -108,6 +109,24 @@ class ClockFit:
             drift = MAX_DRIFT_PPM * 1e-6 * distance_ms * 1000.0
         return max(1000, round(COVERAGE_SIGMAS * spread + drift + UPTIME_RESOLUTION_US))
 
+    def placer(self) -> Callable[[float], tuple[int, int]]:
+        """A fast ``uptime_ms -> (wall_us, uncertainty_us)`` for many events of this boot."""
+        base = self.wall_at_mean_us - self.latency_excess_us
+        k = self.rate * 1000.0
+        mean = self.mean_uptime_ms
+        sigma = COVERAGE_SIGMAS * self.latency_sigma_us
+        fixed = 1.0 + 1.0 / self.points
+        per_ms2 = 1.0 / self.sxx_ms2 if self.drift_fitted else 0.0
+        drift = 0.0 if self.drift_fitted else MAX_DRIFT_PPM * 1e-3
+        sqrt = math.sqrt
+
+        def place(uptime_ms: float) -> tuple[int, int]:
+            d = uptime_ms - mean
+            spread = sigma * sqrt(fixed + d * d * per_ms2) + drift * abs(d)
+            return round(base + k * d), max(1000, round(spread + UPTIME_RESOLUTION_US))
+
+        return place
+
     def describe(self) -> str:
         drift = f"drift {self.drift_ppm:+.0f} ppm" if self.drift_fitted else \
             f"drift not fitted (±{MAX_DRIFT_PPM:.0f} ppm allowed)"
@@ -130,133 +149,141 @@ def fit_segment(device: str, boot: int, uptimes_ms: Sequence[int], walls_us: Seq
     n = len(uptimes_ms)
     if n == 0:
         return None
-    fit = _least_squares(uptimes_ms, walls_us)
+    fit = _Fit(uptimes_ms, walls_us)
     dropped = 0
-    if fit is not None and n >= 5:
-        keep = _drop_latency_spikes(uptimes_ms, walls_us, fit)
-        if keep is not None and len(keep[0]) < n:
+    if n >= 5:
+        keep = fit.without_latency_spikes()
+        if keep is not None:
             dropped = n - len(keep[0])
-            uptimes_ms, walls_us = keep
-            fit = _least_squares(uptimes_ms, walls_us)
-    assert fit is not None
-    mean_x, mean_y, rate, fitted, rms, worst, sxx = fit
+            fit = _Fit(*keep)
     warnings: list[str] = []
-    drift_ppm = (1.0 / rate - 1.0) * 1e6
-    if fitted and abs(drift_ppm) > PLAUSIBLE_DRIFT_PPM:
+    drift_ppm = (1.0 / fit.rate - 1.0) * 1e6
+    if fit.fitted and abs(drift_ppm) > PLAUSIBLE_DRIFT_PPM:
         warnings.append(f"fitted drift {drift_ppm:+.0f} ppm is implausible for a crystal; "
                         "check that the uptime stamps come from one clock")
     if dropped:
         warnings.append(f"{dropped} line(s) arrived much later than the others and were left "
                         "out of the fit (host receive latency spikes)")
-    if len(uptimes_ms) >= MIN_POINTS_FOR_FLOOR:
-        residuals = sorted(y - mean_y - rate * 1000.0 * (x - mean_x)
-                           for x, y in zip(uptimes_ms, walls_us))
-        excess = max(0.0, -residuals[int(len(residuals) * FLOOR_QUANTILE)])
+    if fit.n >= MIN_POINTS_FOR_FLOOR:
+        ordered = sorted(_sample(fit.residuals()))
+        excess = max(0.0, -ordered[int(len(ordered) * FLOOR_QUANTILE)])
     else:
         excess = fallback_excess_us or 0.0
-    return ClockFit(device=device, boot=boot, points=len(uptimes_ms), dropped_points=dropped,
-                    mean_uptime_ms=mean_x, wall_at_mean_us=mean_y, rate=rate,
-                    drift_fitted=fitted, residual_rms_us=rms, residual_max_us=worst,
-                    sxx_ms2=sxx, latency_sigma_us=rms if len(uptimes_ms) >= 3 else
+    return ClockFit(device=device, boot=boot, points=fit.n, dropped_points=dropped,
+                    mean_uptime_ms=fit.mean_x, wall_at_mean_us=fit.mean_y, rate=fit.rate,
+                    drift_fitted=fit.fitted, residual_rms_us=fit.rms, residual_max_us=fit.worst,
+                    sxx_ms2=fit.sxx, latency_sigma_us=fit.rms if fit.n >= 3 else
                     (fallback_sigma_us or DEFAULT_LATENCY_US), latency_excess_us=excess,
-                    first_uptime_ms=min(uptimes_ms),
-                    last_uptime_ms=max(uptimes_ms), warnings=tuple(warnings))
+                    first_uptime_ms=min(fit.xs), last_uptime_ms=max(fit.xs),
+                    warnings=tuple(warnings))
 
 
-_Fit = tuple[float, float, float, bool, float, float, float]
+class _Fit:
+    """Ordinary least squares of wall (µs) on uptime (ms), in exact integer sums.
+
+    Uptimes and wall times are shifted to their first value first, so the
+    sums are small exact integers even for a device up for weeks.
+    """
+
+    def __init__(self, xs: Sequence[int], ys: Sequence[int]) -> None:
+        self.xs, self.ys = xs, ys
+        n = self.n = len(xs)
+        x0, y0 = xs[0], ys[0]
+        dx = [x - x0 for x in xs]
+        dy = [y - y0 for y in ys]
+        sx, sy = sum(dx), sum(dy)
+        self.sxx = (n * sum(map(mul, dx, dx)) - sx * sx) / n
+        self.mean_x = x0 + sx / n
+        self.mean_y = y0 + sy / n
+        span = max(dx) - min(dx)
+        self.fitted = n >= 3 and span >= MIN_DRIFT_SPAN_MS and self.sxx > 0
+        if self.fitted:
+            sxy = (n * sum(map(mul, dx, dy)) - sx * sy) / n
+            self.rate = sxy / self.sxx / 1000.0      # µs of wall per µs of uptime
+            dof = n - 2
+        else:
+            self.rate = 1.0
+            dof = n - 1
+        res = self.residuals()
+        self.rms = math.sqrt(sum(map(mul, res, res)) / dof) if dof > 0 else 0.0
+        self.worst = max(max(res), -min(res))
+
+    def residuals(self) -> list[float]:
+        k = self.rate * 1000.0
+        mx, my = self.mean_x, self.mean_y
+        return [(y - my) - k * (x - mx) for x, y in zip(self.xs, self.ys)]
+
+    def without_latency_spikes(self) -> tuple[list[int], list[int]] | None:
+        """The points that are not far *later* than the line, or None if all are."""
+        residuals = self.residuals()
+        sample = _sample(residuals)
+        median = sorted(sample)[len(sample) // 2]
+        mad = sorted(abs(r - median) for r in sample)[len(sample) // 2]
+        limit = median + max(OUTLIER_SIGMAS * 1.4826 * mad, 5_000.0)
+        if max(residuals) <= limit:
+            return None
+        keep_x = [x for x, r in zip(self.xs, residuals) if r <= limit]
+        if len(keep_x) < 3:
+            return None
+        keep_y = [y for y, r in zip(self.ys, residuals) if r <= limit]
+        return keep_x, keep_y
 
 
-def _least_squares(xs: Sequence[int], ys: Sequence[int]) -> _Fit | None:
-    n = len(xs)
-    if n == 0:
-        return None
-    mean_x = sum(xs) / n
-    base_y = ys[0]  # centre on an integer first: wall times in µs exceed float's exact range/2
-    mean_dy = sum(y - base_y for y in ys) / n
-    sxx = sum((x - mean_x) ** 2 for x in xs)
-    span = max(xs) - min(xs)
-    fitted = n >= 3 and span >= MIN_DRIFT_SPAN_MS and sxx > 0
-    if fitted:
-        sxy = sum((x - mean_x) * (y - base_y - mean_dy) for x, y in zip(xs, ys))
-        slope = sxy / sxx            # µs of wall per ms of uptime
-        rate = slope / 1000.0
-        dof = n - 2
-    else:
-        rate = 1.0
-        dof = n - 1
-    ssr = 0.0
-    worst = 0.0
-    for x, y in zip(xs, ys):
-        r = (y - base_y - mean_dy) - rate * 1000.0 * (x - mean_x)
-        ssr += r * r
-        worst = max(worst, abs(r))
-    rms = math.sqrt(ssr / dof) if dof > 0 else 0.0
-    return mean_x, base_y + mean_dy, rate, fitted, rms, worst, sxx
+def _sample(values: list[float], limit: int = 20_000) -> list[float]:
+    """Every k-th value, so quantiles of a long boot cost a bounded sort."""
+    if len(values) <= limit:
+        return values
+    return values[:: len(values) // limit + 1]
 
 
-def _drop_latency_spikes(xs: Sequence[int], ys: Sequence[int],
-                         fit: _Fit) -> tuple[list[int], list[int]] | None:
-    mean_x, mean_y, rate = fit[0], fit[1], fit[2]
-    residuals = [y - mean_y - rate * 1000.0 * (x - mean_x) for x, y in zip(xs, ys)]
-    ordered = sorted(residuals)
-    median = ordered[len(ordered) // 2]
-    mad = sorted(abs(r - median) for r in residuals)[len(residuals) // 2]
-    limit = median + max(OUTLIER_SIGMAS * 1.4826 * mad, 5_000.0)
-    keep_x = [x for x, r in zip(xs, residuals) if r <= limit]
-    if len(keep_x) == len(xs) or len(keep_x) < 3:
-        return None
-    keep_y = [y for y, r in zip(ys, residuals) if r <= limit]
-    return keep_x, keep_y
-
-
-@dataclass
-class StreamSlot:
-    """One device event's time while its capture is being settled (mutable, internal)."""
-
-    wall_us: int | None
-    uncertainty_us: int | None
-    strong: bool            # uptime-aligned: not moved by settling
-
-
-def settle_stream_order(slots: Sequence[StreamSlot], start_us: int | None,
+def settle_stream_order(walls_us: list[int | None], uncertainties_us: list[int | None],
+                        strong: Sequence[bool], start_us: int | None,
                         end_us: int | None) -> None:
-    """Keep events of one console stream in print order; place the ones with no time.
+    """Keep the events of one console stream in print order; place the ones with no time.
 
-    Strong slots (uptime-aligned) stay where their fit put them.  Weak slots
-    (host receive times) are clamped between the strong slots around them.
-    Slots with no time at all go midway between their placed neighbours (or
-    the capture's start and end), with half the gap as their uncertainty.
+    The three lists describe the stream's events in print order and are
+    changed in place.  Strong events (uptime-aligned) stay where their fit
+    put them.  Weak ones (host receive times) are clamped between the
+    strong ones around them.  Events with no time at all go midway between
+    their placed neighbours (or the capture's start and end), with half the
+    gap as their uncertainty.
     """
     last: int | None = None
-    for slot in slots:
-        if slot.wall_us is None:
+    for i, wall in enumerate(walls_us):
+        if wall is None:
             continue
-        if not slot.strong and last is not None and slot.wall_us < last:
-            slot.wall_us = last
-        last = slot.wall_us if last is None else max(last, slot.wall_us)
+        if last is not None and wall < last:
+            if not strong[i]:
+                walls_us[i] = wall = last
+        else:
+            last = wall
     following: int | None = None
-    for slot in reversed(slots):
-        if slot.wall_us is None:
+    for i in range(len(walls_us) - 1, -1, -1):
+        wall = walls_us[i]
+        if wall is None:
             continue
-        if not slot.strong and following is not None and slot.wall_us > following:
-            slot.wall_us = following
-        following = slot.wall_us if following is None else min(following, slot.wall_us)
-    _interpolate_gaps(slots, start_us, end_us)
+        if following is not None and wall > following:
+            if not strong[i]:
+                walls_us[i] = wall = following
+        else:
+            following = wall
+    if None in walls_us:
+        _interpolate_gaps(walls_us, uncertainties_us, start_us, end_us)
 
 
-def _interpolate_gaps(slots: Sequence[StreamSlot], start_us: int | None,
-                      end_us: int | None) -> None:
+def _interpolate_gaps(walls_us: list[int | None], uncertainties_us: list[int | None],
+                      start_us: int | None, end_us: int | None) -> None:
     i = 0
-    n = len(slots)
+    n = len(walls_us)
     while i < n:
-        if slots[i].wall_us is not None:
+        if walls_us[i] is not None:
             i += 1
             continue
         j = i
-        while j < n and slots[j].wall_us is None:
+        while j < n and walls_us[j] is None:
             j += 1
-        before = slots[i - 1].wall_us if i > 0 else start_us
-        after = slots[j].wall_us if j < n else end_us
+        before = walls_us[i - 1] if i > 0 else start_us
+        after = walls_us[j] if j < n else end_us
         if before is None and after is None:
             raise ValueError("no time anywhere in the stream and no capture bounds")
         if before is None:
@@ -268,6 +295,6 @@ def _interpolate_gaps(slots: Sequence[StreamSlot], start_us: int | None,
             after = before
         middle = (before + after) // 2
         for k in range(i, j):
-            slots[k].wall_us = middle
-            slots[k].uncertainty_us = max(1000, (after - before + 1) // 2)
+            walls_us[k] = middle
+            uncertainties_us[k] = max(1000, (after - before + 1) // 2)
         i = j

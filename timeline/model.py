@@ -8,14 +8,16 @@ this one model; the outputs (:mod:`timeline.render`, :mod:`timeline.picture`)
 and the report read nothing else.
 
 Times are integers (``wall_us``) rather than ``datetime`` objects: exact,
-cheap to sort, and a million of them fit in memory comfortably.
+cheap to sort, and a million of them fit in memory comfortably.  ``Event``
+is an immutable ``NamedTuple`` for the same reason (see its docstring); the
+facts attached to crashes are frozen dataclasses.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 # -- vocabularies ---------------------------------------------------------------------
 
@@ -109,9 +111,13 @@ class CrashInfo:
 # -- the event -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """Something that happened, placed on the common clock.
+
+    Immutable like the other evidence records, but a ``NamedTuple`` rather
+    than a frozen dataclass: a timeline can hold a million events, and a
+    tuple is built about seven times faster than a frozen dataclass (whose
+    ``__init__`` goes through ``object.__setattr__`` per field).
 
     ``uncertainty_us`` is the half-width of the interval the true time lies
     in (``wall_us ± uncertainty_us``); ``None`` means the time is only an
