@@ -1,57 +1,34 @@
-"""Build the address index of a firmware ELF: every address -> what addr2line prints.
+"""DWARF read the way GNU binutils 2.40's bfd reads it (``bfd/dwarf2.c``), for addr2line parity.
 
-:func:`build_index` reads an :class:`~collector.elf.ElfImage` once into an
-:class:`~collector.symbolize.AddressIndex` (lookups and the cache live in
-:mod:`collector.symbolize`, which imports this module only to build one).
-It applies GNU binutils 2.40's rules (bfd ``dwarf2.c``, ``elf.c``,
-``elf32-arm.c``; ``addr2line.c``) to all addresses at once:
+:class:`DwarfInfo` holds what bfd keeps per compilation unit: the unit's own
+address ranges, its decoded line table and its function and variable
+tables.  :func:`collector.symbolize.build_index` then applies addr2line's
+lookup to every address; only that builder imports this module, so a lookup
+served from the cache never loads it.
 
-* Lines (DWARF 5, 6.2): a sequence covers [first row, end_sequence); an
-  address takes the last row at or below it; overlapping sequences of a unit
-  are trimmed and nested ones dropped.
-* Functions (DWARF 5, 3.3, 3.3.8): the subprogram or inlined subroutine whose
-  range around the address is shortest wins (the later DIE on a tie); names
-  come through ``DW_AT_abstract_origin``/``DW_AT_specification``; a caller
-  frame is the caller at ``DW_AT_call_file:DW_AT_call_line``.
-* Units: the first unit in ``.debug_info`` whose own ranges contain the
-  address (or that has none) and whose lines or functions know it answers.
-* Sections and symbols: only ``SHF_ALLOC`` sections count; without a DWARF
-  name the symbol at or below names the function; at a data symbol's own
-  address the declaration of the variable of that name answers.
+* Units (DWARF 5, 7.5.1): read in order until the first one bfd cannot parse.
+* Line programs (DWARF 5, 6.2): rows of one address collapse to the last one;
+  a unit's sequences are sorted, overlapping ones trimmed, nested ones dropped.
+  File names are the directory and name as recorded, joined to
+  ``DW_AT_comp_dir`` (bfd ``concat_filename``).
+* DIEs (DWARF 5, 3.3 and 3.3.8): subprograms, entry points and inlined
+  subroutines with their ranges and callers, named directly or through
+  ``DW_AT_abstract_origin``/``DW_AT_specification``; variables with a static
+  address (``DW_OP_addr``).
 
-Input is not trusted: reads are bounded and a unit with malformed DWARF is
-left out (as bfd leaves it out) and named in the index's warnings.
+Nothing in the input is trusted: reads are bounded, and a unit with malformed
+DWARF is left out (bfd leaves it out too) with a warning.
 """
 
 from __future__ import annotations
 
-import gc
-from bisect import bisect_right
 from dataclasses import dataclass, field
-from heapq import heappop, heappush
-from itertools import pairwise
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from collector.symbolize import (
-    STB_GLOBAL,
-    STT_FUNC,
-    STT_SECTION,
-    AddressIndex,
-    Section,
-    Symbol,
-    function_symbols,
-    read_sections,
-    read_symbols,
-    section_data,
-)
-
-if TYPE_CHECKING:
-    from collector.elf import ElfImage
+from collector.symbolize import Section, section_data
 
 M64, M32 = (1 << 64) - 1, 0xFFFFFFFF
-LIMIT = 1 << 32  # addresses are 32-bit (addr2line masks to the ELF class)
-SHF_ALLOC, SHF_EXECINSTR, SHT_NOBITS = 0x2, 0x4, 8
+SHT_NOBITS = 8
 
 # DWARF 5, 7.5: tags, attributes, forms
 TAG_COMPILE_UNIT, TAG_INLINED = 0x11, 0x1D
@@ -96,23 +73,6 @@ DEBUG_SECTIONS = ("info", "abbrev", "line", "str", "line_str", "ranges", "rnglis
 
 class DwarfError(Exception):
     """Malformed DWARF in one unit: the unit is left out (bfd does the same)."""
-
-
-def build_index(image: ElfImage, key: tuple[str, str]) -> AddressIndex:
-    """The address index of ``image``; ``key`` is (build ID, sha256) for the cache."""
-    collecting = gc.isenabled()
-    gc.disable()  # millions of small tuples: the cyclic collector would double the time
-    try:
-        builder = _Builder(image)
-        starts, answers = builder.run()
-        code = [(s.address, min(s.address + s.size, LIMIT)) for s in builder.sections
-                if s.flags & SHF_ALLOC and s.flags & SHF_EXECINSTR and s.size and s.address < LIMIT]
-        span = (min(c[0] for c in code), max(c[1] for c in code)) if code else None
-        return AddressIndex.from_answers(starts, answers, warnings=tuple(builder.warnings),
-                                         key=key, code=span)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 # -- bounded readers (bfd dwarf2.c read_* and _bfd_safe_read_leb128) --------------------
@@ -191,7 +151,6 @@ class _Abbrev:
     tag: int
     children: bool
     attrs: tuple[tuple[int, int, int], ...]
-    skip: dict[tuple[int, int, int], int] = field(default_factory=dict)
     plans: dict[tuple[int, int, int], list[tuple[int, int, int, int, int, bool]]] = field(
         default_factory=dict)
 
@@ -218,10 +177,8 @@ class _Unit:
     lines: Any = None  # _LineTable once decoded, False if that failed
     funcs: list[_Func] = field(default_factory=list)
     vars: list[_Var] = field(default_factory=list)
+    sizes: tuple[int, int, int] = (0, 0, 0)  # address size, offset size, version
 
-    @property
-    def sizes(self) -> tuple[int, int, int]:
-        return self.addr_size, self.offset_size, self.version
 
 
 @dataclass(eq=False, slots=True)
@@ -322,8 +279,25 @@ class _LineTable:
 # -- .debug_info and .debug_abbrev (bfd stash_comp_unit, parse_comp_unit) -----------------
 
 
-class _Dwarf:
-    """The DWARF sections of one file, read the way bfd reads them."""
+class DwarfInfo:
+    """The DWARF sections of one file, read the way bfd reads them.
+
+    ``units`` are the units bfd would read (it stops at the first it cannot
+    parse).  :meth:`unit_ok` decodes a unit's line program and scans its DIEs
+    on first use; after that ``u.lines``, ``u.funcs`` and ``u.vars`` hold what
+    bfd's struct comp_unit holds.
+    """
+
+    @classmethod
+    def from_elf(cls, data: bytes, sections: list[Section]) -> DwarfInfo | None:
+        """The DWARF of an ELF, None without .debug_info (bfd read_section, find_debug_info)."""
+        found: dict[str, bytes] = {}
+        for key in DEBUG_SECTIONS:  # .debug_X, else the compressed .zdebug_X
+            sec = next((s for name in (".debug_" + key, ".zdebug_" + key)
+                        for s in sections if s.name == name), None)
+            if sec is not None and (key != "info" or sec.kind != SHT_NOBITS):
+                found[key] = section_data(data, sec)
+        return cls(found) if "info" in found else None
 
     def __init__(self, sections: dict[str, bytes]) -> None:
         self.sec = sections
@@ -373,6 +347,7 @@ class _Dwarf:
         if u.version < 5:
             u.addr_size, pos = _fixed(data, pos, end, 1)
         pos += {2: 8 + u.offset_size, 4: 8}.get(unit_type, 0)  # DW_UT_type, DW_UT_skeleton
+        u.sizes = (u.addr_size, u.offset_size, u.version)
         if u.addr_size not in (2, 4, 8):
             self.warn(u.offset, f"address size {u.addr_size} is not supported")
             return None
@@ -514,16 +489,6 @@ class _Dwarf:
         # emit otherwise) are not followed; DW_FORM_addrx stays an index.
         return (None if form in STR_FORMS else val), pos
 
-    def skip(self, u: _Unit, abbrev: _Abbrev, pos: int, end: int) -> int:
-        """Step over a DIE's attributes (a fixed-size DIE in one step)."""
-        size = abbrev.skip.get(u.sizes)
-        if size is None:
-            sizes = [_fixed_size(form, *u.sizes) for _n, form, _i in abbrev.attrs]
-            size = abbrev.skip[u.sizes] = -1 if min(sizes, default=0) < 0 else sum(sizes)
-        if 0 <= size and pos + size < end:
-            return pos + size
-        return self.values(u, abbrev, pos, end, collect=False)[1]
-
     def values(self, u: _Unit, abbrev: _Abbrev, pos: int, end: int, collect: bool = True,
                partial: bool = False) -> tuple[list[tuple[int, int, Any]], int]:
         """(name, form, value) of the WANTED attributes of one DIE and where the next starts.
@@ -532,9 +497,11 @@ class _Dwarf:
         with ``partial`` the values read before it are returned instead.
         """
         plan = abbrev.plans.get(u.sizes) or _plan(abbrev, u.sizes)
+        if not collect and plan[0][3] >= 0 and pos + plan[0][3] < end:
+            return [], pos + plan[0][3]  # every attribute has a fixed size: one step
         data, strings = self.info, self._strings
         out: list[tuple[int, int, Any]] = []
-        for name, form, ic, op, n, wanted in plan:
+        for name, form, ic, op, n, wanted in plan[1:]:
             keep = collect and wanted
             if pos >= end and form != F_FLAG_PRESENT:
                 if partial:
@@ -614,9 +581,15 @@ class _Dwarf:
             pos += 1
             if kind == 0:  # DW_RLE_end_of_list
                 return
-            if kind == 4:  # DW_RLE_offset_pair
-                a, pos = _uleb(data, pos, end)
-                b, pos = _uleb(data, pos, end)
+            if kind == 4:  # DW_RLE_offset_pair: two ULEB128s, usually of one or two bytes
+                if (pos + 4 <= end and data[pos + 1] < 0x80 <= data[pos]
+                        and data[pos + 3] < 0x80 <= data[pos + 2]):
+                    a = (data[pos] & 0x7F) | data[pos + 1] << 7
+                    b = (data[pos + 2] & 0x7F) | data[pos + 3] << 7
+                    pos += 4
+                else:
+                    a, pos = _uleb(data, pos, end)
+                    b, pos = _uleb(data, pos, end)
                 _arange_add(aranges, (base + a) & M64, (base + b) & M64)
                 continue
             if kind not in (5, 6, 7) or (2 if kind == 6 else 1) * width > end - pos:
@@ -640,7 +613,8 @@ def _indirect(data: bytes, pos: int, end: int, ic: int) -> tuple[int, int, int]:
 
 
 def _plan(abbrev: _Abbrev, sizes: tuple[int, int, int]) -> list[tuple[int, int, int, int, int, bool]]:
-    """How to read each attribute of ``abbrev`` in a unit of these sizes."""
+    """How to read each attribute of ``abbrev`` in a unit of these sizes; the first
+    entry holds the DIE's total size when every attribute has a fixed size (else -1)."""
     plan = []
     for name, form, ic in abbrev.attrs:
         n = _fixed_size(form, *sizes)
@@ -658,14 +632,15 @@ def _plan(abbrev: _Abbrev, sizes: tuple[int, int, int]) -> list[tuple[int, int, 
         else:
             op = OP_OTHER
         plan.append((name, form, ic, op, n, name in WANTED))
-    abbrev.plans[sizes] = plan
+    total = -1 if any(step[4] < 0 for step in plan) else sum(step[4] for step in plan)
+    abbrev.plans[sizes] = plan = [(0, 0, 0, total, 0, False), *plan]
     return plan
 
 
 # -- line number programs (DWARF 5, 6.2; bfd decode_line_info) ---------------------------
 
 
-def _decode_lines(dwarf: _Dwarf, u: _Unit) -> _LineTable:
+def _decode_lines(dwarf: DwarfInfo, u: _Unit) -> _LineTable:
     data = dwarf.sec.get("line")
     if data is None:
         raise DwarfError("no .debug_line section")
@@ -723,7 +698,7 @@ def _decode_lines(dwarf: _Dwarf, u: _Unit) -> _LineTable:
     return table
 
 
-def _entries(dwarf: _Dwarf, u: _Unit, data: bytes, pos: int, end: int, add: Any) -> int:
+def _entries(dwarf: DwarfInfo, u: _Unit, data: bytes, pos: int, end: int, add: Any) -> int:
     """bfd read_formatted_entries: only string paths and data directory indexes count."""
     count, pos = _fixed(data, pos, end, 1)
     formats = pos
@@ -899,9 +874,9 @@ def _sort_sequences(seqs: list[list[Any]]) -> list[list[Any]]:
 # -- the DIE tree (DWARF 5, 3.3 and 3.3.8; bfd scan_unit_for_symbols) --------------------
 
 
-def _scan_unit(dwarf: _Dwarf, u: _Unit, lines: _LineTable) -> None:
+def _scan_unit(dwarf: DwarfInfo, u: _Unit, lines: _LineTable) -> None:
     """Collect the unit's function entries (with their callers) and static variables."""
-    data, end, pos, abbrevs = dwarf.info, u.end, u.first_child, u.abbrevs
+    data, end, pos, abbrevs, sizes = dwarf.info, u.end, u.first_child, u.abbrevs, u.sizes
     plain = u.lang in PLAIN_LANGS
     nested: list[_Func | None] = [None]
     level = 0
@@ -935,7 +910,11 @@ def _scan_unit(dwarf: _Dwarf, u: _Unit, lines: _LineTable) -> None:
                 values, pos = dwarf.values(u, abbrev, pos, end)
                 _variable(dwarf, u, values, lines)
             else:
-                pos = dwarf.skip(u, abbrev, pos, end)
+                plan = abbrev.plans.get(sizes) or _plan(abbrev, sizes)
+                if 0 <= plan[0][3] and pos + plan[0][3] < end:
+                    pos += plan[0][3]  # every attribute has a fixed size: one step
+                else:
+                    pos = dwarf.values(u, abbrev, pos, end, collect=False)[1]
         if abbrev.children:
             level += 1
             if level == len(nested):
@@ -943,7 +922,7 @@ def _scan_unit(dwarf: _Dwarf, u: _Unit, lines: _LineTable) -> None:
             nested[level] = None
 
 
-def _function(dwarf: _Dwarf, u: _Unit, f: _Func, values: list[tuple[int, int, Any]],
+def _function(dwarf: DwarfInfo, u: _Unit, f: _Func, values: list[tuple[int, int, Any]],
               lines: _LineTable, plain: bool) -> None:
     low = high = 0
     relative = False
@@ -973,7 +952,7 @@ def _function(dwarf: _Dwarf, u: _Unit, f: _Func, values: list[tuple[int, int, An
         _arange_add(f.aranges, low, high)
 
 
-def _variable(dwarf: _Dwarf, u: _Unit, values: list[tuple[int, int, Any]],
+def _variable(dwarf: DwarfInfo, u: _Unit, values: list[tuple[int, int, Any]],
               lines: _LineTable) -> None:
     v = _Var()
     for name, form, val in values:
@@ -1000,7 +979,7 @@ def _variable(dwarf: _Dwarf, u: _Unit, values: list[tuple[int, int, Any]],
         u.vars.append(v)
 
 
-def _origin(dwarf: _Dwarf, u: _Unit, form: int, ref: int, into: Any) -> None:
+def _origin(dwarf: DwarfInfo, u: _Unit, form: int, ref: int, into: Any) -> None:
     """bfd find_abstract_instance, remembered per DIE (inlined copies share their origin)."""
     if into.name is not None or form == F_GNU_REF_ALT:
         _abstract_instance(dwarf, u, form, ref, 0, into)
@@ -1026,7 +1005,7 @@ def _origin(dwarf: _Dwarf, u: _Unit, form: int, ref: int, into: Any) -> None:
         into.line = record.line
 
 
-def _abstract_instance(dwarf: _Dwarf, u: _Unit, form: int, ref: int, depth: int, into: Any) -> None:
+def _abstract_instance(dwarf: DwarfInfo, u: _Unit, form: int, ref: int, depth: int, into: Any) -> None:
     """Name and declaration through DW_AT_abstract_origin/specification (DWARF 5, 3.3.8.1)."""
     if depth == 100:
         raise DwarfError("abstract instance recursion")
@@ -1066,298 +1045,3 @@ def _abstract_instance(dwarf: _Dwarf, u: _Unit, form: int, ref: int, depth: int,
                 into.file = table.filename(val)
         elif name == AT_DECL_LINE and form2 in INT_FORMS:
             into.line = val & M32
-
-
-# -- every address at once ---------------------------------------------------------------
-
-
-def _stab(items: list[tuple[int, int, Any, Any]]) -> list[tuple[int, int, Any, Any]]:
-    """Disjoint (lo, hi, key, payload): where items overlap, the smallest key wins.
-
-    Items that overlap nothing pass straight through; overlapping clusters are
-    swept with a heap.
-    """
-    items.sort(key=itemgetter(0))
-    out: list[tuple[int, int, Any, Any]] = []
-    i, n = 0, len(items)
-    while i < n:
-        j = i + 1
-        if j == n or items[j][0] >= items[i][1]:
-            out.append(items[i])
-            i = j
-            continue
-        reach = items[i][1]
-        while j < n and items[j][0] < reach:
-            reach = max(reach, items[j][1])
-            j += 1
-        cluster = items[i:j]
-        points = sorted({p for it in cluster for p in it[:2]})
-        heap: list[tuple[Any, int, int, Any]] = []
-        k = 0
-        for a, b in pairwise(points):
-            while k < len(cluster) and cluster[k][0] == a:
-                heappush(heap, (cluster[k][2], k, cluster[k][1], cluster[k][3]))
-                k += 1
-            while heap and heap[0][2] <= a:
-                heappop(heap)
-            if heap:
-                key, _k, _hi, payload = heap[0]
-                if out and out[-1][1] == a and out[-1][3] is payload:
-                    out[-1] = (out[-1][0], b, key, payload)
-                else:
-                    out.append((a, b, key, payload))
-        i = j
-    return out
-
-
-def _line_intervals(table: _LineTable) -> list[tuple[int, int, Any]]:
-    """bfd lookup_address_in_line_info_table for every address: the row below, per sequence."""
-    out: list[tuple[int, int, Any]] = []
-    put = out.append
-    for low, rows in table.seqs:
-        high = min(rows[-1][0], LIMIT)
-        for row, nxt in pairwise(rows):
-            a, b = row[0], nxt[0]
-            if a < b:
-                a, b = max(a, low), min(b, high)
-                if a < b:
-                    put((a, b, row))
-    out.sort(key=itemgetter(0))
-    return out
-
-
-def _overlay(a: list[tuple[int, int, Any]], b: list[tuple[int, int, Any]]
-             ) -> list[tuple[int, int, Any]]:
-    """Pair two sorted disjoint interval lists: (lo, hi, (a's payload, b's payload))."""
-    out: list[tuple[int, int, Any]] = []
-    i = j = 0
-    na, nb = len(a), len(b)
-    alo, ahi, av = a[0] if na else (0, 0, None)
-    blo, bhi, bv = b[0] if nb else (0, 0, None)
-    while i < na and j < nb:
-        if ahi <= blo or bhi <= alo:  # one ends before the other starts
-            if ahi <= blo:
-                out.append((alo, ahi, (av, None)))
-                i += 1
-                alo, ahi, av = a[i] if i < na else (0, 0, None)
-            else:
-                out.append((blo, bhi, (None, bv)))
-                j += 1
-                blo, bhi, bv = b[j] if j < nb else (0, 0, None)
-            continue
-        if alo != blo:
-            out.append((min(alo, blo), max(alo, blo), (av, None) if alo < blo else (None, bv)))
-            alo = blo = max(alo, blo)
-        hi = min(ahi, bhi)
-        out.append((alo, hi, (av, bv)))
-        alo = blo = hi
-        if ahi == hi:
-            i += 1
-            alo, ahi, av = a[i] if i < na else (0, 0, None)
-        if bhi == hi:
-            j += 1
-            blo, bhi, bv = b[j] if j < nb else (0, 0, None)
-    if i < na:
-        out.append((alo, ahi, (av, None)))
-        out.extend((lo, hi, (v, None)) for lo, hi, v in a[i + 1:])
-    if j < nb:
-        out.append((blo, bhi, (None, bv)))
-        out.extend((lo, hi, (None, v)) for lo, hi, v in b[j + 1:])
-    return out
-
-
-def _clip(cover: list[tuple[int, int, Any]], ranges: list[list[int]]) -> list[tuple[int, int, Any]]:
-    """``cover`` within a unit's own ranges (bfd comp_unit_contains_address)."""
-    union: list[list[int]] = []
-    for lo, hi in sorted(r for r in ranges if r[0] < r[1]):
-        if union and lo <= union[-1][1]:
-            union[-1][1] = max(union[-1][1], hi)
-        else:
-            union.append([lo, hi])
-    out = []
-    k, n = 0, len(union)
-    for item in cover:
-        lo, hi, payload = item
-        while k < n and union[k][1] <= lo:
-            k += 1
-        if k < n and union[k][0] <= lo and hi <= union[k][1]:
-            out.append(item)
-            continue
-        m = k
-        while m < n and union[m][0] < hi:
-            if max(lo, union[m][0]) < min(hi, union[m][1]):
-                out.append((max(lo, union[m][0]), min(hi, union[m][1]), payload))
-            m += 1
-    return out
-
-
-class _Builder:
-    """bfd's lookup, run over every address of one ELF."""
-
-    def __init__(self, image: ElfImage) -> None:
-        data = image.data
-        self.sections = read_sections(data, image.path)
-        self.symbols = read_symbols(data, self.sections)
-        self.warnings: list[str] = []
-        found: dict[str, bytes] = {}
-        for key in DEBUG_SECTIONS:  # bfd read_section: .debug_X, else the compressed .zdebug_X
-            sec = next((s for name in (".debug_" + key, ".zdebug_" + key)
-                        for s in self.sections if s.name == name), None)
-            if sec is not None and (key != "info" or sec.kind != SHT_NOBITS):
-                found[key] = section_data(data, sec)
-        self.has_dwarf = "info" in found
-        self.dwarf = _Dwarf(found)
-        if not self.has_dwarf:
-            self.warnings.append(
-                ("no DWARF debug information (.debug_info): function names come from the "
-                 "symbol table only, without file or line" if self.symbols else
-                 "no DWARF debug information and no symbol table: every address prints ??")
-                + "; pass the unstripped ELF built with -g")
-
-    def run(self) -> tuple[list[int], list[Any]]:
-        """Interval starts over 0..2**32 and each one's answer (None: not found)."""
-        cover = self._dwarf_cover()
-        self.warnings.extend(self.dwarf.warnings[:20])
-        if len(self.dwarf.warnings) > 20:
-            self.warnings.append(f"... and {len(self.dwarf.warnings) - 20} more DWARF problems")
-        pieces: list[tuple[int, int, int, Any]] = []
-        starts_of_cover = [c[0] for c in cover]
-        alloc = [s for s in self.sections if s.flags & SHF_ALLOC and s.size and s.address < LIMIT]
-        for order, sec in enumerate(alloc):
-            pieces.extend((lo, hi, order, answer)
-                          for lo, hi, answer in self._section(sec, cover, starts_of_cover))
-        starts: list[int] = []
-        answers: list[Any] = []
-        end = 0
-        for lo, hi, _order, answer in _stab(pieces):  # the first section that knows wins
-            if lo > end:
-                starts.append(end)
-                answers.append(None)
-            elif answers and lo == end and answers[-1] == answer:
-                end = hi
-                continue
-            starts.append(lo)
-            answers.append(answer)
-            end = hi
-        if end < LIMIT or not starts:
-            starts.append(end)
-            answers.append(None)
-        return starts, answers
-
-    def _dwarf_cover(self) -> list[tuple[int, int, Any, Any]]:
-        """(lo, hi, unit, (row, function)) of every address .debug_info knows."""
-        items: list[tuple[int, int, int, Any]] = []
-        for u in self.dwarf.units:
-            if not self.dwarf.unit_ok(u):
-                continue
-            table = self.dwarf.line_table(u)
-            assert table is not None
-            funcs = [(lo, min(hi, LIMIT), (hi - lo, -f.order), f)
-                     for f in u.funcs for lo, hi in f.aranges if lo < hi and lo < LIMIT]
-            cover = _overlay(_line_intervals(table), [it[:2] + it[3:] for it in _stab(funcs)])
-            if u.aranges[0][1] != 0:
-                cover = _clip(cover, u.aranges)
-            items.extend((lo, hi, u.index, payload) for lo, hi, payload in cover)
-        return _stab(items)  # the first unit in .debug_info order wins
-
-    def _section(self, sec: Section, cover: list[tuple[int, int, Any, Any]],
-                 cover_starts: list[int]) -> list[tuple[int, int, Any]]:
-        """Answers in one SHF_ALLOC section (addr2line find_address_in_section)."""
-        lo, hi = sec.address, min(sec.address + sec.size, LIMIT)
-        keys, syms = function_symbols(self.symbols, sec)
-        exact: dict[int, Symbol] = {}
-        if self.has_dwarf and self.symbols and not sec.flags & SHF_EXECINSTR:
-            for sym in self.symbols:  # the first global symbol there, else the last one
-                if (sym.shndx == sec.index and sym.kind != STT_SECTION and lo <= sym.value < hi
-                        and (sym.value not in exact or exact[sym.value].bind != STB_GLOBAL)):
-                    exact[sym.value] = sym
-        bounds = sorted({x for x in (*keys, *exact, *(a + 1 for a in exact)) if lo < x < hi}
-                        | {hi})
-        out: list[tuple[int, int, Any]] = []
-        k, nc, b, p = max(bisect_right(cover_starts, lo) - 1, 0), len(cover), 0, lo
-        while p < hi:
-            while bounds[b] <= p:
-                b += 1
-            q = bounds[b]
-            if exact and p in exact:
-                answer = self._declaration(exact[p], p, keys, syms)
-            else:
-                while k < nc and cover[k][1] <= p:
-                    k += 1
-                row = func = None
-                if k < nc and cover[k][0] <= p:
-                    row, func = cover[k][3]
-                    q = min(q, cover[k][1])
-                elif k < nc:
-                    q = min(q, cover[k][0])
-                answer = self._answer(row, func, p, keys, syms)
-            if answer is not None:
-                out.append((p, q, answer))
-            p = q
-        return out
-
-    @staticmethod
-    def _answer(row: Any, func: _Func | None, address: int, keys: list[int],
-                syms: list[Symbol]) -> Any:
-        """_bfd_dwarf2_find_nearest_line's result at one address (None: not found)."""
-        fun = None
-        if func is not None and func.linkage:
-            name = func.name
-        else:  # no linkage name: the symbol table names the function
-            i = bisect_right(keys, address) - 1
-            fun = syms[i] if i >= 0 else None
-            if row is None and func is None and fun is None:
-                return None
-            name = fun.name if fun is not None else func.name if func is not None else None
-        filename = row[2] if row is not None else None
-        if filename is None and fun is not None:
-            filename = fun.file
-        chain = _chain(func) if func is not None and func.tag == TAG_INLINED else ()
-        if row is None:
-            return (name or None, filename, 0, 0, chain)
-        return (name or None, filename, row[3], row[4], chain)
-
-    def _declaration(self, sym: Symbol, address: int, keys: list[int], syms: list[Symbol]) -> Any:
-        """At a data symbol's address: the declaration of that name (bfd do_line lookup)."""
-        where = None
-        is_func = sym.kind == STT_FUNC
-        for u in self.dwarf.units:
-            if (is_func and u.aranges[0][1] != 0
-                    and not any(lo <= address < hi for lo, hi in u.aranges)):
-                continue
-            if not self.dwarf.unit_ok(u):
-                continue
-            if is_func:  # lookup_symbol_in_function_table: the shortest, the last DIE first
-                best, best_len = None, M64 + 1
-                for f in reversed(u.funcs):
-                    for lo, hi in f.aranges:
-                        if (lo <= address < hi and hi - lo < best_len and f.file and f.name
-                                and f.name in sym.name):
-                            best, best_len = f, hi - lo
-                where = (best.file, best.line) if best is not None else None
-            else:  # lookup_symbol_in_variable_table
-                where = next(((v.file, v.line) for v in reversed(u.vars)
-                              if v.addr == address and v.file and v.name and v.name in sym.name),
-                             None)
-            if where is not None:
-                break
-        i = bisect_right(keys, address) - 1
-        fun = syms[i] if i >= 0 else None
-        if where is None and fun is None:
-            return None
-        filename, line = where if where is not None else (None, 0)
-        if filename is None and fun is not None:
-            filename = fun.file
-        return ((fun.name or None) if fun is not None else None, filename, line, 0, ())
-
-
-def _chain(func: _Func) -> tuple[tuple[str | None, str | None, int], ...]:
-    """The callers of an inlined subroutine, each at its call site (DWARF 5, 3.3.8.2)."""
-    if func.chain is None:
-        frames = []
-        f = func
-        while f.caller is not None:
-            frames.append((f.caller.name or None, f.call_file, f.call_line))
-            f = f.caller
-        func.chain = tuple(frames)
-    return func.chain

@@ -1,29 +1,29 @@
 """Symbolize code addresses: function, file:line and inline chain, as addr2line prints them.
 
 :class:`Symbolizer` answers ``lookup(address)`` with the frames that
-``arm-none-eabi-addr2line -f -i -e ELF ADDR`` (GNU binutils 2.40) prints for
-the address: the innermost inlined function first, each outer frame at the
-call site of the function inlined into it (DWARF 5, 3.3.8), ``??`` where
-addr2line prints ``??``.  :func:`format_addr2line` prints them the same way,
-byte for byte; :func:`to_json` gives the ``--json`` shape.
+``arm-none-eabi-addr2line -f -i -e ELF ADDR`` (GNU binutils 2.40) prints: the
+innermost inlined function first, each outer frame at the call site of the
+function inlined into it (DWARF 5, 3.3.8), ``??`` where addr2line has them.
+:func:`format_addr2line` prints frames byte for byte like addr2line;
+:func:`to_json` gives the ``--json`` shape; :func:`symbolize_command` is
+``crashcart symbolize``.
 
-The answers come from an :class:`AddressIndex`: sorted address intervals and
-what each prints.  It is built once per build by :mod:`collector.addrindex`
-(which reads the DWARF line programs and DIE tree, DWARF 5 6.2 and 3.3) and
-cached on disk under ``$XDG_CACHE_HOME/crashcart/addrindex/`` (default
-``~/.cache``), keyed by the GNU build ID and the file's sha256.  A warm
-lookup reads the cache file (a ``marshal`` of flat ``array('I')`` buffers and
-a string table, checked by CRC-32) and bisects; it imports neither
-pyelftools nor the index builder.  A corrupt, truncated or foreign cache
-file is ignored and rebuilt.
+The answers come from an :class:`AddressIndex` of sorted address intervals.
+:func:`build_index` makes it once per build, running addr2line's lookup over
+every address (the DWARF side is :mod:`collector.addrindex`); it is cached
+under ``$XDG_CACHE_HOME/crashcart/addrindex/`` keyed by the GNU build ID and
+the file's sha256, as a CRC-checked ``marshal`` of ``array('I')`` buffers and
+strings.  A cached lookup imports neither pyelftools nor the DWARF reader; a
+corrupt, truncated or foreign cache file is ignored and rebuilt.
 
-Where crashcart differs from addr2line on purpose: it refuses address text
-that is not hexadecimal (addr2line reads ``zz`` as 0) and addresses above
-32 bits (addr2line drops the upper bits), and it skips blank input lines.
+Differences from addr2line, on purpose: address text that is not hexadecimal
+is refused (addr2line reads ``zz`` as 0), so are addresses above 32 bits
+(addr2line drops the upper bits), and blank input lines are skipped.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import marshal
@@ -36,6 +36,9 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from heapq import heappop, heappush
+from itertools import accumulate, pairwise
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +56,9 @@ MAGIC = b"CCADDRIX"
 ADDRESS_MAX = 0xFFFFFFFF
 NOT_FOUND_TEXT = "??\n??:0\n"
 DENSE_MAX = 64 << 20  # code spans up to 64 MiB get a per-address table
+M64, LIMIT = (1 << 64) - 1, 1 << 32  # addresses are 32-bit (addr2line masks to the ELF class)
+SHF_ALLOC, SHF_EXECINSTR = 0x2, 0x4
+TAG_INLINED_SUBROUTINE = 0x1D
 _U32 = "I" if array("I").itemsize == 4 else "L"
 
 
@@ -124,7 +130,6 @@ class AddressIndex:
         ``(name, file, line, discriminator, ((caller, call_file, call_line), ...))``
         for the addresses from ``starts[i]`` on; ``code`` is the span to make dense."""
         strings: dict[str | None, int] = {None: 0}
-        answer_ids: dict[Any, int] = {None: 0}
         chains: dict[Any, int] = {(): 0}
         table, chain, chain_starts = array(_U32, [0] * 5), array(_U32), array(_U32, [0, 0])
 
@@ -134,21 +139,17 @@ class AddressIndex:
                 n = strings[text] = len(strings)
             return n
 
-        ids = array(_U32)
-        for answer in answers:
-            n = answer_ids.get(answer)
-            if n is None:
-                name, file, line, discriminator, callers = answer
-                c = chains.get(callers)
-                if c is None:
-                    c = chains[callers] = len(chains)
-                    for caller in callers:
-                        chain.extend((sid(caller[0]), sid(caller[1]), caller[2] & ADDRESS_MAX))
-                    chain_starts.append(len(chain) // 3)
-                n = answer_ids[answer] = len(answer_ids)
-                table.extend((sid(name), sid(file), line & ADDRESS_MAX,
-                              discriminator & ADDRESS_MAX, c))
-            ids.append(n)
+        unique: dict[Any, int] = {None: 0}
+        ids = array(_U32, [unique.setdefault(answer, len(unique)) for answer in answers])
+        for answer in list(unique)[1:]:
+            name, file, line, discriminator, callers = answer
+            c = chains.get(callers)
+            if c is None:
+                c = chains[callers] = len(chains)
+                for caller in callers:
+                    chain.extend((sid(caller[0]), sid(caller[1]), caller[2] & ADDRESS_MAX))
+                chain_starts.append(len(chain) // 3)
+            table.extend((sid(name), sid(file), line & ADDRESS_MAX, discriminator & ADDRESS_MAX, c))
         names = tuple("" if s is None else s for s in strings)
         index = cls(array(_U32, starts), ids, table, chain_starts, chain, names, warnings, key)
         if code is not None and 0 < code[1] - code[0] <= DENSE_MAX:
@@ -156,16 +157,18 @@ class AddressIndex:
         return index
 
     def _make_dense(self, lo: int, hi: int) -> None:
-        starts = self.starts
-        first = bisect_right(starts, lo) - 1
-        last = bisect_right(starts, hi - 1)
+        starts, ids = self.starts, self.answer_ids
+        first, last = bisect_right(starts, lo) - 1, bisect_right(starts, hi - 1)
         shift = 1 if lo % 2 == 0 and hi % 2 == 0 and all(
             b % 2 == 0 for b in starts[first + 1:last]) else 0
-        dense = array(_U32)
+        one = struct.Struct("=I" if _U32 == "I" else "=L").pack
+        runs = []
         for i in range(first, last):
             a = max(starts[i], lo)
-            b = min(starts[i + 1] if i + 1 < len(starts) else hi, hi)
-            dense.extend(array(_U32, [self.answer_ids[i]]) * ((b - a) >> shift))
+            b = min(starts[i + 1], hi) if i + 1 < len(starts) else hi
+            runs.append(one(ids[i]) * ((b - a) >> shift))
+        dense = array(_U32)
+        dense.frombytes(b"".join(runs))
         self.dense_base, self.dense_shift, self.dense = lo, shift, dense
 
     # lookups
@@ -479,6 +482,322 @@ def read_build_id(data: bytes, sections: list[Section] | None = None) -> str | N
     return None
 
 
+# -- building the index: bfd's lookup over every address at once --------------------
+
+
+def _stab(items: list[tuple[int, int, Any, Any]]) -> list[tuple[int, int, Any, Any]]:
+    """Disjoint (lo, hi, key, payload): where items overlap, the smallest key wins.
+
+    Items that overlap nothing pass straight through; overlapping clusters are
+    swept with a heap.
+    """
+    items.sort(key=itemgetter(0))
+    reach = list(accumulate((it[1] for it in items), max))
+    # item k starts a new cluster when it begins at or after every earlier end
+    starts = [0, *(k for k in range(1, len(items)) if items[k][0] >= reach[k - 1]), len(items)]
+    out: list[tuple[int, int, Any, Any]] = []
+    for i, j in pairwise(starts):
+        if j == i + 1:
+            out.append(items[i])
+            continue
+        cluster = items[i:j]
+        heap: list[tuple[Any, int, int, Any]] = []
+        k = 0
+        for a, b in pairwise(sorted({p for it in cluster for p in it[:2]})):
+            while k < len(cluster) and cluster[k][0] == a:
+                heappush(heap, (cluster[k][2], k, cluster[k][1], cluster[k][3]))
+                k += 1
+            while heap and heap[0][2] <= a:
+                heappop(heap)
+            if heap:
+                key, _k, _hi, payload = heap[0]
+                if out and out[-1][1] == a and out[-1][3] is payload:
+                    out[-1] = (out[-1][0], b, key, payload)
+                else:
+                    out.append((a, b, key, payload))
+    return out
+
+
+def _line_intervals(table: Any) -> list[tuple[int, int, Any]]:
+    """bfd lookup_address_in_line_info_table for every address: the row below, per sequence.
+
+    (Comparisons instead of min() and max() here and in the other loops over
+    every interval: a builtin call per row costs a tenth of the whole build.)
+    """
+    out: list[tuple[int, int, Any]] = []
+    put = out.append
+    for low, rows in table.seqs:
+        high = min(rows[-1][0], LIMIT)
+        for row, nxt in pairwise(rows):
+            a, b = row[0], nxt[0]
+            if a < b:
+                a, b = (a if a > low else low), (b if b < high else high)  # noqa: FURB136
+                if a < b:
+                    put((a, b, row))
+    out.sort(key=itemgetter(0))
+    return out
+
+
+def _overlay(a: list[tuple[int, int, Any]], b: list[tuple[int, int, Any]]
+             ) -> list[tuple[int, int, Any]]:
+    """Pair two sorted disjoint interval lists: (lo, hi, (a's payload, b's payload))."""
+    out: list[tuple[int, int, Any]] = []
+    i = j = 0
+    na, nb = len(a), len(b)
+    alo, ahi, av = a[0] if na else (0, 0, None)
+    blo, bhi, bv = b[0] if nb else (0, 0, None)
+    while i < na and j < nb:
+        if ahi <= blo or bhi <= alo:  # one ends before the other starts
+            if ahi <= blo:
+                out.append((alo, ahi, (av, None)))
+                i += 1
+                alo, ahi, av = a[i] if i < na else (0, 0, None)
+            else:
+                out.append((blo, bhi, (None, bv)))
+                j += 1
+                blo, bhi, bv = b[j] if j < nb else (0, 0, None)
+            continue
+        if alo < blo:
+            out.append((alo, blo, (av, None)))
+            alo = blo
+        elif blo < alo:
+            out.append((blo, alo, (None, bv)))
+            blo = alo
+        hi = ahi if ahi < bhi else bhi  # noqa: FURB136
+        out.append((alo, hi, (av, bv)))
+        alo = blo = hi
+        if ahi == hi:
+            i += 1
+            alo, ahi, av = a[i] if i < na else (0, 0, None)
+        if bhi == hi:
+            j += 1
+            blo, bhi, bv = b[j] if j < nb else (0, 0, None)
+    if i < na:
+        out.append((alo, ahi, (av, None)))
+        out.extend((lo, hi, (v, None)) for lo, hi, v in a[i + 1:])
+    if j < nb:
+        out.append((blo, bhi, (None, bv)))
+        out.extend((lo, hi, (None, v)) for lo, hi, v in b[j + 1:])
+    return out
+
+
+def _clip(cover: list[tuple[int, int, Any]], ranges: list[list[int]]) -> list[tuple[int, int, Any]]:
+    """``cover`` within a unit's own ranges (bfd comp_unit_contains_address)."""
+    union: list[list[int]] = []
+    for lo, hi in sorted(r for r in ranges if r[0] < r[1]):
+        if union and lo <= union[-1][1]:
+            union[-1][1] = max(union[-1][1], hi)
+        else:
+            union.append([lo, hi])
+    out = []
+    k, n = 0, len(union)
+    for item in cover:
+        lo, hi, payload = item
+        while k < n and union[k][1] <= lo:
+            k += 1
+        if k < n and union[k][0] <= lo and hi <= union[k][1]:
+            out.append(item)
+            continue
+        m = k
+        while m < n and union[m][0] < hi:
+            if max(lo, union[m][0]) < min(hi, union[m][1]):
+                out.append((max(lo, union[m][0]), min(hi, union[m][1]), payload))
+            m += 1
+    return out
+
+
+class _Builder:
+    """bfd's lookup (``_bfd_dwarf2_find_nearest_line``), run over every address of one ELF."""
+
+    def __init__(self, image: ElfImage) -> None:
+        from collector.addrindex import DwarfInfo
+
+        data = image.data
+        self.sections = read_sections(data, image.path)
+        self.symbols = read_symbols(data, self.sections)
+        self.warnings: list[str] = []
+        dwarf = DwarfInfo.from_elf(data, self.sections)
+        self.has_dwarf = dwarf is not None
+        self.dwarf = dwarf if dwarf is not None else DwarfInfo({})
+        if not self.has_dwarf:
+            self.warnings.append(
+                ("no DWARF debug information (.debug_info): function names come from the "
+                 "symbol table only, without file or line" if self.symbols else
+                 "no DWARF debug information and no symbol table: every address prints ??")
+                + "; pass the unstripped ELF built with -g")
+
+    def run(self) -> tuple[list[int], list[Any]]:
+        """Interval starts over 0..2**32 and each one's answer (None: not found)."""
+        cover = self._dwarf_cover()
+        self.warnings.extend(self.dwarf.warnings[:20])
+        if len(self.dwarf.warnings) > 20:
+            self.warnings.append(f"... and {len(self.dwarf.warnings) - 20} more DWARF problems")
+        pieces: list[tuple[int, int, int, Any]] = []
+        starts_of_cover = [c[0] for c in cover]
+        alloc = [s for s in self.sections if s.flags & SHF_ALLOC and s.size and s.address < LIMIT]
+        alloc_by_address = sorted((s.address, s.address + s.size) for s in alloc)
+        for order, sec in enumerate(alloc):
+            pieces.extend((lo, hi, order, answer)
+                          for lo, hi, answer in self._section(sec, cover, starts_of_cover))
+        starts: list[int] = []
+        answers: list[Any] = []
+        end = 0
+        pieces.sort(key=itemgetter(0))
+        if any(a[1] > b[0] for a, b in pairwise(alloc_by_address)):
+            pieces = _stab(pieces)  # overlapping sections: the first in the header table wins
+        for lo, hi, _order, answer in pieces:
+            if lo > end:
+                starts.append(end)
+                answers.append(None)
+            elif answers and lo == end and answers[-1] == answer:
+                end = hi
+                continue
+            starts.append(lo)
+            answers.append(answer)
+            end = hi
+        if end < LIMIT or not starts:
+            starts.append(end)
+            answers.append(None)
+        return starts, answers
+
+    def _dwarf_cover(self) -> list[tuple[int, int, Any, Any]]:
+        """(lo, hi, unit, (row, function)) of every address .debug_info knows."""
+        items: list[tuple[int, int, int, Any]] = []
+        for u in self.dwarf.units:
+            if not self.dwarf.unit_ok(u):
+                continue
+            table = self.dwarf.line_table(u)
+            assert table is not None
+            funcs = [(lo, min(hi, LIMIT), (hi - lo, -f.order), f)
+                     for f in u.funcs for lo, hi in f.aranges if lo < hi and lo < LIMIT]
+            cover = _overlay(_line_intervals(table), [it[:2] + it[3:] for it in _stab(funcs)])
+            if u.aranges[0][1] != 0:
+                cover = _clip(cover, u.aranges)
+            items.extend((lo, hi, u.index, payload) for lo, hi, payload in cover)
+        return _stab(items)  # the first unit in .debug_info order wins
+
+    def _section(self, sec: Section, cover: list[tuple[int, int, Any, Any]],
+                 cover_starts: list[int]) -> list[tuple[int, int, Any]]:
+        """Answers in one SHF_ALLOC section (addr2line find_address_in_section)."""
+        lo, hi = sec.address, min(sec.address + sec.size, LIMIT)
+        keys, syms = function_symbols(self.symbols, sec)
+        exact: dict[int, Symbol] = {}
+        if self.has_dwarf and self.symbols and not sec.flags & SHF_EXECINSTR:
+            for sym in self.symbols:  # the first global symbol there, else the last one
+                if (sym.shndx == sec.index and sym.kind != STT_SECTION and lo <= sym.value < hi
+                        and (sym.value not in exact or exact[sym.value].bind != STB_GLOBAL)):
+                    exact[sym.value] = sym
+        bounds = sorted({x for x in (*keys, *exact, *(a + 1 for a in exact)) if lo < x < hi}
+                        | {hi})
+        out: list[tuple[int, int, Any]] = []
+        k, nc, b, p = max(bisect_right(cover_starts, lo) - 1, 0), len(cover), 0, lo
+        while p < hi:
+            while bounds[b] <= p:
+                b += 1
+            q = bounds[b]
+            if exact and p in exact:
+                answer = self._declaration(exact[p], p, keys, syms)
+            else:
+                while k < nc and cover[k][1] <= p:
+                    k += 1
+                row = func = None
+                if k < nc:
+                    c_lo, c_hi, _unit, found = cover[k]
+                    if c_lo <= p:
+                        row, func = found
+                        q = c_hi if c_hi < q else q  # noqa: FURB136
+                    elif c_lo < q:
+                        q = c_lo
+                answer = self._answer(row, func, p, keys, syms)
+            if answer is not None:
+                out.append((p, q, answer))
+            p = q
+        return out
+
+    @staticmethod
+    def _answer(row: Any, func: Any, address: int, keys: list[int],
+                syms: list[Symbol]) -> Any:
+        """_bfd_dwarf2_find_nearest_line's result at one address (None: not found)."""
+        fun = None
+        if func is not None and func.linkage:
+            name = func.name
+        else:  # no linkage name: the symbol table names the function
+            i = bisect_right(keys, address) - 1
+            fun = syms[i] if i >= 0 else None
+            if row is None and func is None and fun is None:
+                return None
+            name = fun.name if fun is not None else func.name if func is not None else None
+        filename = row[2] if row is not None else None
+        if filename is None and fun is not None:
+            filename = fun.file
+        chain = _chain(func) if func is not None and func.tag == TAG_INLINED_SUBROUTINE else ()
+        if row is None:
+            return (name or None, filename, 0, 0, chain)
+        return (name or None, filename, row[3], row[4], chain)
+
+    def _declaration(self, sym: Symbol, address: int, keys: list[int], syms: list[Symbol]) -> Any:
+        """At a data symbol's address: the declaration of that name (bfd do_line lookup)."""
+        where = None
+        is_func = sym.kind == STT_FUNC
+        for u in self.dwarf.units:
+            if (is_func and u.aranges[0][1] != 0
+                    and not any(lo <= address < hi for lo, hi in u.aranges)):
+                continue
+            if not self.dwarf.unit_ok(u):
+                continue
+            if is_func:  # lookup_symbol_in_function_table: the shortest, the last DIE first
+                best, best_len = None, M64 + 1
+                for f in reversed(u.funcs):
+                    for lo, hi in f.aranges:
+                        if (lo <= address < hi and hi - lo < best_len and f.file and f.name
+                                and f.name in sym.name):
+                            best, best_len = f, hi - lo
+                where = (best.file, best.line) if best is not None else None
+            else:  # lookup_symbol_in_variable_table
+                where = next(((v.file, v.line) for v in reversed(u.vars)
+                              if v.addr == address and v.file and v.name and v.name in sym.name),
+                             None)
+            if where is not None:
+                break
+        i = bisect_right(keys, address) - 1
+        fun = syms[i] if i >= 0 else None
+        if where is None and fun is None:
+            return None
+        filename, line = where if where is not None else (None, 0)
+        if filename is None and fun is not None:
+            filename = fun.file
+        return ((fun.name or None) if fun is not None else None, filename, line, 0, ())
+
+
+def _chain(func: Any) -> tuple[tuple[str | None, str | None, int], ...]:
+    """The callers of an inlined subroutine, each at its call site (DWARF 5, 3.3.8.2)."""
+    if func.chain is None:
+        frames = []
+        f = func
+        while f.caller is not None:
+            frames.append((f.caller.name or None, f.call_file, f.call_line))
+            f = f.caller
+        func.chain = tuple(frames)
+    return func.chain
+
+
+def build_index(image: ElfImage, key: tuple[str, str]) -> AddressIndex:
+    """The address index of ``image``; ``key`` is (build ID, sha256) for the cache."""
+    collecting = gc.isenabled()
+    gc.disable()  # millions of small tuples: the cyclic collector would double the time
+    try:
+        builder = _Builder(image)
+        starts, answers = builder.run()
+        code = [(s.address, min(s.address + s.size, LIMIT)) for s in builder.sections
+                if s.flags & SHF_ALLOC and s.flags & SHF_EXECINSTR and s.size and s.address < LIMIT]
+        span = (min(c[0] for c in code), max(c[1] for c in code)) if code else None
+        return AddressIndex.from_answers(starts, answers, warnings=tuple(builder.warnings),
+                                         key=key, code=span)
+    finally:
+        if collecting:
+            gc.enable()
+
+
 # -- the cache ---------------------------------------------------------------------
 
 
@@ -560,14 +879,13 @@ class Symbolizer:
             index = load_cached(self.key)
             if index is not None:
                 return index
-        from collector.addrindex import build_index
         from collector.elf import ElfImage
 
         if self._image is None:
             self._image = ElfImage(self.path)
         index = build_index(self._image, self.key)
-        for warning in index.warnings:
-            LOG.warning("%s: %s", self.path, warning)
+        for warning in index.warnings:  # callers show them: see ``warnings``
+            LOG.info("%s: %s", self.path, warning)
         if self.cache:
             save_cached(index)
         return index

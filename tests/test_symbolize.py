@@ -308,11 +308,13 @@ def test_second_run_uses_the_cache_and_not_dwarf(local_elfs, monkeypatch):
     assert cache_path(first.key).is_file()
 
     import collector.addrindex
+    import collector.symbolize
 
     def no_parsing(*args, **kwargs):
-        raise AssertionError("the index was built again")
+        raise AssertionError("the DWARF was read again")
 
-    monkeypatch.setattr(collector.addrindex, "build_index", no_parsing)
+    monkeypatch.setattr(collector.symbolize, "build_index", no_parsing)
+    monkeypatch.setattr(collector.addrindex.DwarfInfo, "from_elf", no_parsing)
     assert Symbolizer.from_path(elf).lookup_many(range(0x8000, 0x8200)) == expected
 
 
