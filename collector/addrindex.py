@@ -1,23 +1,15 @@
 """DWARF read the way GNU binutils 2.40's bfd reads it (``bfd/dwarf2.c``), for addr2line parity.
 
-:class:`DwarfInfo` holds what bfd keeps per compilation unit: the unit's own
-address ranges, its decoded line table and its function and variable
-tables.  :func:`collector.symbolize.build_index` then applies addr2line's
-lookup to every address; only that builder imports this module, so a lookup
-served from the cache never loads it.
-
-* Units (DWARF 5, 7.5.1): read in order until the first one bfd cannot parse.
-* Line programs (DWARF 5, 6.2): rows of one address collapse to the last one;
-  a unit's sequences are sorted, overlapping ones trimmed, nested ones dropped.
-  File names are the directory and name as recorded, joined to
-  ``DW_AT_comp_dir`` (bfd ``concat_filename``).
-* DIEs (DWARF 5, 3.3 and 3.3.8): subprograms, entry points and inlined
-  subroutines with their ranges and callers, named directly or through
-  ``DW_AT_abstract_origin``/``DW_AT_specification``; variables with a static
-  address (``DW_OP_addr``).
-
-Nothing in the input is trusted: reads are bounded, and a unit with malformed
-DWARF is left out (bfd leaves it out too) with a warning.
+:class:`DwarfInfo` keeps what bfd keeps per compilation unit (DWARF 5, 7.5.1):
+its own ranges, its line table (DWARF 5, 6.2: rows of one address collapse to
+the last, sequences are sorted, overlaps trimmed, nested ones dropped; file
+names are joined to ``DW_AT_comp_dir`` as recorded), its functions
+(subprograms and inlined subroutines with ranges and callers, named directly
+or through ``DW_AT_abstract_origin``/``DW_AT_specification``, DWARF 5, 3.3 and
+3.3.8) and its variables with a static address.  Units are read in order up to
+the first one bfd cannot parse; a unit with malformed DWARF is left out, as
+bfd leaves it out, with a warning.  Only :func:`collector.symbolize.build_index`
+imports this module, so a lookup served from the cache never loads it.
 """
 
 from __future__ import annotations
@@ -67,8 +59,7 @@ LNE_END_SEQUENCE, LNE_SET_ADDRESS, LNE_DEFINE_FILE, LNE_SET_DISCRIMINATOR = 1, 2
 LNE_HP_SOURCE_FILE_CORRELATION = 0x80
 LNCT_PATH, LNCT_DIRECTORY_INDEX, LNCT_MD5 = 1, 2, 5
 OP_FIXED, OP_STRP, OP_CONST, OP_ULEB, OP_BLOCK, OP_OTHER = range(6)
-DEBUG_SECTIONS = ("info", "abbrev", "line", "str", "line_str", "ranges", "rnglists",
-                  "str_offsets", "addr")
+DEBUG_SECTIONS = ("info", "abbrev", "line", "str", "line_str", "ranges", "rnglists")
 
 
 class DwarfError(Exception):
@@ -78,20 +69,8 @@ class DwarfError(Exception):
 # -- bounded readers (bfd dwarf2.c read_* and _bfd_safe_read_leb128) --------------------
 
 
-def _uleb(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while pos < end:
-        b = data[pos]
-        pos += 1
-        if shift < 64:
-            result |= (b & 0x7F) << shift
-            shift += 7
-        if b < 0x80:
-            break
-    return result & M64, pos
-
-
-def _sleb(data: bytes, pos: int, end: int) -> tuple[int, int]:
+def _uleb(data: bytes, pos: int, end: int, signed: bool = False) -> tuple[int, int]:
+    """_bfd_safe_read_leb128: bits past 64 are dropped; reads stop at ``end``."""
     result = shift = b = 0
     while pos < end:
         b = data[pos]
@@ -101,9 +80,13 @@ def _sleb(data: bytes, pos: int, end: int) -> tuple[int, int]:
             shift += 7
         if b < 0x80:
             break
-    if shift < 64 and b & 0x40:
+    if signed and shift < 64 and b & 0x40:
         result |= -(1 << shift)
     return result & M64, pos
+
+
+def _sleb(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    return _uleb(data, pos, end, True)
 
 
 def _fixed(data: bytes, pos: int, end: int, n: int) -> tuple[int, int]:
@@ -210,9 +193,6 @@ class _Var:
     stack: bool = True
 
 
-_UNSET: Any = object()
-
-
 def _arange_add(aranges: list[list[int]], low: int, high: int) -> None:
     """bfd arange_add: fill the empty first range, extend a touching one, or add one."""
     if low == high:
@@ -256,17 +236,13 @@ class _LineTable:
 
     def _concat(self, file: int) -> str:
         if not self.v5:  # before DWARF 5 the tables start at 1 and file 0 is unknown
-            if file == 0:
-                return "<unknown>"
             file -= 1
-        if file >= len(self.files) or self.files[file][0] is None:
+        if not 0 <= file < len(self.files) or self.files[file][0] is None:
             return "<unknown>"
         name, directory = self.files[file]
-        assert name is not None
-        if name.startswith("/"):
-            return name
-        if not self.v5:
-            directory = (directory - 1) & M32
+        if name is None or name.startswith("/"):
+            return name or "<unknown>"
+        directory = directory if self.v5 else (directory - 1) & M32
         subdir = self.dirs[directory] if directory < len(self.dirs) else None
         dir_name = self.comp_dir if subdir is None or not subdir.startswith("/") else None
         if dir_name is None:
@@ -307,7 +283,7 @@ class DwarfInfo:
         self._abbrevs: dict[int, dict[int, _Abbrev] | None] = {}
         self._lines0: _LineTable | None = None
         self._strings: dict[int, str | None] = {}
-        self._origins: dict[int, Any] = {}
+        self._origins: dict[int, list[tuple[int, int, Any]]] = {}
         self._read_units()
 
     def warn(self, offset: int, message: str) -> None:
@@ -787,8 +763,12 @@ def _program(data: bytes, pos: int, end: int, table: _LineTable, addr_size: int,
                 line = (line + delta) & M32
                 continue
             elif op == LNS_SET_FILE:
-                number, pos = _uleb(data, pos, end)
-                filename = table.filename(number)
+                if pos < end and data[pos] < 0x80:
+                    filename = table.filename(data[pos])
+                    pos += 1
+                else:
+                    number, pos = _uleb(data, pos, end)
+                    filename = table.filename(number)
                 continue
             elif op == 0:  # extended opcode (6.2.5.3)
                 length, pos = _uleb(data, pos, end)
@@ -939,7 +919,7 @@ def _function(dwarf: DwarfInfo, u: _Unit, f: _Func, values: list[tuple[int, int,
         elif name == AT_CALL_LINE:
             f.call_line = val & M32
         elif name == AT_ABSTRACT_ORIGIN or name == AT_SPECIFICATION:
-            _origin(dwarf, u, form, val, f)
+            _abstract_instance(dwarf, u, form, val, 0, f)
         elif name == AT_RANGES:
             dwarf.read_ranges(u, f.aranges, val)
         elif name == AT_DECL_FILE:
@@ -959,7 +939,7 @@ def _variable(dwarf: DwarfInfo, u: _Unit, values: list[tuple[int, int, Any]],
         is_int = form in INT_FORMS
         if name == AT_SPECIFICATION and is_int and val:
             try:
-                _origin(dwarf, u, form, val, v)
+                _abstract_instance(dwarf, u, form, val, 0, v)
             except DwarfError:
                 pass  # bfd reports it and reads on
         elif name == AT_NAME and form in STR_FORMS:
@@ -979,32 +959,6 @@ def _variable(dwarf: DwarfInfo, u: _Unit, values: list[tuple[int, int, Any]],
         u.vars.append(v)
 
 
-def _origin(dwarf: DwarfInfo, u: _Unit, form: int, ref: int, into: Any) -> None:
-    """bfd find_abstract_instance, remembered per DIE (inlined copies share their origin)."""
-    if into.name is not None or form == F_GNU_REF_ALT:
-        _abstract_instance(dwarf, u, form, ref, 0, into)
-        return
-    key = ref if form == F_REF_ADDR else u.offset + ref
-    done = dwarf._origins.get(key)
-    if done is None:
-        record = _Var(file=_UNSET, line=_UNSET)
-        try:
-            _abstract_instance(dwarf, u, form, ref, 0, record)
-            done = dwarf._origins[key] = (record, None)
-        except DwarfError as exc:
-            done = dwarf._origins[key] = (record, exc)
-    record, error = done
-    if error is not None:
-        raise error
-    if record.name is not None:
-        into.name = record.name
-    into.linkage = into.linkage or record.linkage
-    if record.file is not _UNSET:
-        into.file = record.file
-    if record.line is not _UNSET:
-        into.line = record.line
-
-
 def _abstract_instance(dwarf: DwarfInfo, u: _Unit, form: int, ref: int, depth: int, into: Any) -> None:
     """Name and declaration through DW_AT_abstract_origin/specification (DWARF 5, 3.3.8.1)."""
     if depth == 100:
@@ -1022,13 +976,15 @@ def _abstract_instance(dwarf: DwarfInfo, u: _Unit, form: int, ref: int, depth: i
         if ref == 0 or ref >= u.end - u.offset:
             raise DwarfError(f"abstract instance reference {ref:#x} is outside its unit")
         target, pos = u, u.offset + ref
-    code, pos = _uleb(dwarf.info, pos, target.end)
-    if not code & M32:
-        return
-    abbrev = target.abbrevs.get(code & M32)
-    if abbrev is None:
-        raise DwarfError(f"abstract instance uses unknown abbreviation {code}")
-    for name, form2, val in dwarf.values(target, abbrev, pos, target.end, partial=True)[0]:
+    values = dwarf._origins.get(pos)  # inlined copies of a function share its origin
+    if values is None:
+        code, start = _uleb(dwarf.info, pos, target.end)
+        abbrev = target.abbrevs.get(code & M32)
+        if abbrev is None and code & M32:
+            raise DwarfError(f"abstract instance uses unknown abbreviation {code}")
+        values = dwarf._origins[pos] = [] if abbrev is None else dwarf.values(
+            target, abbrev, start, target.end, partial=True)[0]
+    for name, form2, val in values:
         if name == AT_NAME:
             if into.name is None and form2 in STR_FORMS:
                 into.name = val

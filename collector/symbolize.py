@@ -27,17 +27,21 @@ import gc
 import hashlib
 import logging
 import marshal
+import multiprocessing
 import os
 import struct
 import sys
+import threading
 import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from heapq import heappop, heappush
-from itertools import accumulate, pairwise
+from itertools import accumulate, pairwise, repeat
+from itertools import chain as concat
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,16 +108,10 @@ class AddressIndex:
                  chain: array, strings: tuple[str, ...], warnings: tuple[str, ...],
                  key: tuple[str, str], dense_base: int = 0, dense_shift: int = 0,
                  dense: array | None = None, chain_texts: tuple[str, ...] | None = None) -> None:
-        self.starts = starts
-        self.answer_ids = answer_ids
-        self.answers = answers
-        self.chain_starts = chain_starts
-        self.chain = chain
-        self.strings = strings
-        self.warnings = warnings
-        self.key = key
-        self.dense_base = dense_base
-        self.dense_shift = dense_shift
+        self.starts, self.answer_ids, self.answers = starts, answer_ids, answers
+        self.chain_starts, self.chain, self.strings = chain_starts, chain, strings
+        self.warnings, self.key = warnings, key
+        self.dense_base, self.dense_shift = dense_base, dense_shift
         self.dense = array(_U32) if dense is None else dense
         self._frames: dict[int, list[Frame]] = {}
         self._text: dict[int, str] = {0: NOT_FOUND_TEXT}
@@ -159,16 +157,10 @@ class AddressIndex:
     def _make_dense(self, lo: int, hi: int) -> None:
         starts, ids = self.starts, self.answer_ids
         first, last = bisect_right(starts, lo) - 1, bisect_right(starts, hi - 1)
-        shift = 1 if lo % 2 == 0 and hi % 2 == 0 and all(
-            b % 2 == 0 for b in starts[first + 1:last]) else 0
-        one = struct.Struct("=I" if _U32 == "I" else "=L").pack
-        runs = []
-        for i in range(first, last):
-            a = max(starts[i], lo)
-            b = min(starts[i + 1], hi) if i + 1 < len(starts) else hi
-            runs.append(one(ids[i]) * ((b - a) >> shift))
-        dense = array(_U32)
-        dense.frombytes(b"".join(runs))
+        bounds = [lo, *starts[first + 1:last], hi]
+        shift = 1 if all(b % 2 == 0 for b in bounds) else 0
+        counts = [(b - a) >> shift for a, b in pairwise(bounds)]
+        dense = array(_U32, concat.from_iterable(map(repeat, ids[first:last], counts)))
         self.dense_base, self.dense_shift, self.dense = lo, shift, dense
 
     # lookups
@@ -194,13 +186,6 @@ class AddressIndex:
         cached = self._frames.get(answer)
         if cached is None:
             cached = self._frames[answer] = self._decode(answer)
-        return cached
-
-    def text(self, answer: int) -> str:
-        """What addr2line -f -i prints for an address with this answer."""
-        cached = self._text.get(answer)
-        if cached is None:
-            cached = self._text[answer] = self._render(answer)
         return cached
 
     def _render(self, answer: int) -> str:
@@ -275,10 +260,10 @@ class AddressIndex:
         try:
             (version, order, stored_key, warnings, dense_base, dense_shift, *buffers,
              strings, packed_chains) = marshal.loads(payload)
-            chain_texts = tuple(zlib.decompress(packed_chains).decode(
-                "utf-8", "surrogateescape").split("\0"))
             if version != FORMAT_VERSION or order != sys.byteorder or tuple(stored_key) != key:
                 return None
+            chain_texts = tuple(zlib.decompress(packed_chains).decode(
+                "utf-8", "surrogateescape").split("\0"))
             arrays = []
             for raw in buffers:
                 a = array(_U32)
@@ -377,15 +362,14 @@ def section_data(data: bytes, sec: Section) -> bytes:
     if sec.kind == 8:  # SHT_NOBITS reads as zeros
         return bytes(min(sec.size, 1 << 28))
     raw = data[sec.offset: sec.offset + sec.size]
-    size, body = -1, b""
-    if sec.flags & 0x800 and len(raw) >= 12 and struct.unpack_from("<I", raw)[0] == 1:
-        size, body = struct.unpack_from("<I", raw, 4)[0], raw[12:]  # Elf32_Chdr, ELFCOMPRESS_ZLIB
-    elif sec.name.startswith(".zdebug") and raw[:4] == b"ZLIB" and len(raw) >= 12:
-        size, body = int.from_bytes(raw[4:12], "big"), raw[12:]
-    if size < 0:
+    if sec.name.startswith(".zdebug") and raw[:4] == b"ZLIB":  # GNU: "ZLIB", big-endian size
+        size, raw = int.from_bytes(raw[4:12], "big"), raw[12:]
+    elif sec.flags & 0x800 and raw[:4] == b"\1\0\0\0":  # Elf32_Chdr with ELFCOMPRESS_ZLIB
+        size, raw = int.from_bytes(raw[4:8], "little"), raw[12:]
+    else:
         return raw
     try:
-        return zlib.decompressobj().decompress(body, min(size, 1 << 30)) if size else b""
+        return zlib.decompressobj().decompress(raw, min(size, 1 << 30)) if size else b""
     except zlib.error:
         return b""
 
@@ -606,6 +590,29 @@ def _clip(cover: list[tuple[int, int, Any]], ranges: list[list[int]]) -> list[tu
     return out
 
 
+_FORKED: Any = None  # the DwarfInfo a forked child reads (it gets the memory, not a pickle)
+PARALLEL_MIN = 2 << 20  # .debug_info bytes from which a second process reads half the units
+
+
+def _unit_covers(indexes: list[int], dwarf: Any = None) -> list[tuple[int, str, Any, Any, Any]]:
+    """For each unit: its state, functions, variables and (lo, hi, unit, (row, function))."""
+    dwarf = dwarf or _FORKED
+    out: list[tuple[int, str, Any, Any, Any]] = []
+    for index in indexes:
+        u = dwarf.units[index]
+        if not dwarf.unit_ok(u):
+            out.append((index, u.error, [], [], []))
+            continue
+        funcs = [(lo, min(hi, LIMIT), (hi - lo, -f.order), f)
+                 for f in u.funcs for lo, hi in f.aranges if lo < hi and lo < LIMIT]
+        cover = _overlay(_line_intervals(dwarf.line_table(u)),
+                         [it[:2] + it[3:] for it in _stab(funcs)])
+        if u.aranges[0][1] != 0:
+            cover = _clip(cover, u.aranges)
+        out.append((index, u.error, u.funcs, u.vars, [(lo, hi, index, p) for lo, hi, p in cover]))
+    return out
+
+
 class _Builder:
     """bfd's lookup (``_bfd_dwarf2_find_nearest_line``), run over every address of one ELF."""
 
@@ -620,10 +627,9 @@ class _Builder:
         self.has_dwarf = dwarf is not None
         self.dwarf = dwarf if dwarf is not None else DwarfInfo({})
         if not self.has_dwarf:
-            self.warnings.append(
-                ("no DWARF debug information (.debug_info): function names come from the "
-                 "symbol table only, without file or line" if self.symbols else
-                 "no DWARF debug information and no symbol table: every address prints ??")
+            self.warnings.append("no DWARF debug information (.debug_info)" + (
+                " and no symbol table: every address prints ??" if not self.symbols else
+                ": function names come from the symbol table, without file or line")
                 + "; pass the unstripped ELF built with -g")
 
     def run(self) -> tuple[list[int], list[Any]]:
@@ -661,20 +667,36 @@ class _Builder:
         return starts, answers
 
     def _dwarf_cover(self) -> list[tuple[int, int, Any, Any]]:
-        """(lo, hi, unit, (row, function)) of every address .debug_info knows."""
-        items: list[tuple[int, int, int, Any]] = []
-        for u in self.dwarf.units:
-            if not self.dwarf.unit_ok(u):
-                continue
-            table = self.dwarf.line_table(u)
-            assert table is not None
-            funcs = [(lo, min(hi, LIMIT), (hi - lo, -f.order), f)
-                     for f in u.funcs for lo, hi in f.aranges if lo < hi and lo < LIMIT]
-            cover = _overlay(_line_intervals(table), [it[:2] + it[3:] for it in _stab(funcs)])
-            if u.aranges[0][1] != 0:
-                cover = _clip(cover, u.aranges)
-            items.extend((lo, hi, u.index, payload) for lo, hi, payload in cover)
-        return _stab(items)  # the first unit in .debug_info order wins
+        """(lo, hi, unit, (row, function)) of every address .debug_info knows.
+
+        The units are independent until here: with a large .debug_info and a
+        second core, a forked child reads every other unit meanwhile.
+        """
+        global _FORKED
+        units, done = self.dwarf.units, []
+        child = None
+        if (len(self.dwarf.info) > PARALLEL_MIN and len(units) > 1 and (os.cpu_count() or 1) > 1
+                and sys.platform == "linux" and threading.active_count() == 1):
+            _FORKED = self.dwarf
+            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+            child = pool.submit(_unit_covers, [u.index for u in units[1::2]])
+            units = units[0::2]
+        try:
+            done = _unit_covers([u.index for u in units], self.dwarf)
+            if child is not None:
+                try:
+                    theirs = child.result()
+                except Exception:  # noqa: BLE001 - e.g. the child was killed: do it here
+                    theirs = _unit_covers([u.index for u in self.dwarf.units[1::2]], self.dwarf)
+                for index, error, funcs, variables, items in theirs:
+                    unit = self.dwarf.units[index]
+                    unit.error, unit.funcs, unit.vars = error, funcs, variables
+                    done.append((index, error, funcs, variables, items))
+        finally:
+            if child is not None:
+                pool.shutdown(cancel_futures=True)
+                _FORKED = None
+        return _stab([item for *_unit, items in done for item in items])  # first unit wins
 
     def _section(self, sec: Section, cover: list[tuple[int, int, Any, Any]],
                  cover_starts: list[int]) -> list[tuple[int, int, Any]]:
@@ -907,7 +929,7 @@ class Symbolizer:
         """Exactly what ``addr2line -f -i -e ELF`` prints for ``addresses``."""
         index = self.index
         ids = index.answer_ids_for(addresses)
-        texts = index._text
+        texts = index._text  # answer -> text, filled here (the hot path of the command)
         for answer in set(ids).difference(texts):
             texts[answer] = index._render(answer)
         return "".join([texts[i] for i in ids])
@@ -1003,7 +1025,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("crashcart: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)

@@ -88,7 +88,7 @@ class QmpClient:
             self.sock.settimeout(remaining)
             try:
                 chunk = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return None
             except OSError:
                 return None
