@@ -27,12 +27,39 @@ Exit status:
 """
 
 
+# Commands that live beside their code, imported only when used so that
+# `crashcart --help` and quick commands stay fast.
+LAZY_COMMANDS: dict[str, str] = {
+    "collect": "collector.collect_cli:collect_command",
+    "symbolize": "collector.symbolize:symbolize_command",
+    "timeline": "timeline.cli:timeline_command",
+    "report": "timeline.cli:report_command",
+    "replay": "replay.cli:replay_command",
+    "bisect": "replay.cli:bisect_command",
+    "minimize": "replay.cli:minimize_command",
+    "verify": "replay.cli:verify_command",
+}
+
+
 class CrashcartGroup(click.Group):
     """The root group: maps crashcart's errors to exit statuses, in one place.
 
     Doing it here (not only in :func:`main`) means ``CliRunner`` tests see
     exactly the exit statuses and messages a user sees.
     """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

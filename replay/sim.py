@@ -662,17 +662,27 @@ def _close_all() -> None:
         board.close()
 
 
-def find_leaked_processes() -> list[int]:
-    """PIDs of QEMU processes started by crashcart that are still running."""
+def find_leaked_processes(owner: str | None = None) -> list[int]:
+    """PIDs of QEMU processes started by crashcart that are still running.
+
+    With *owner*, only those whose environment carries ``CRASHCART_OWNER=owner``
+    (inherited from whoever started them, through any number of subprocesses):
+    a test run then judges its own boards, never another run's on the same
+    machine.
+    """
     pids = []
+    marker = f"CRASHCART_OWNER={owner}".encode() if owner else None
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
+            if PROCESS_TAG.encode() not in cmdline or b"qemu-system" not in cmdline:
+                continue
+            if marker is not None and marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
         except OSError:
             continue
-        if PROCESS_TAG.encode() in cmdline and b"qemu-system" in cmdline:
-            pids.append(int(entry.name))
+        pids.append(int(entry.name))
     return [p for p in pids if p != os.getpid()]
 

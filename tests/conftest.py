@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,12 @@ from replay.sim import find_leaked_processes, live_boards
 from targets import load_target
 
 pytest_plugins = ["pytester"]
+
+# Every QEMU this test process starts (directly or through a subprocess) inherits
+# this marker, so the leak guard judges only this run's boards: another test run,
+# an xdist sibling or a user's demo on the same machine is never touched.
+OWNER = f"tests-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+os.environ["CRASHCART_OWNER"] = OWNER
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE_DIR = ROOT / "fixtures" / "firmware"
@@ -50,10 +57,10 @@ def no_leaked_qemu(request):
     for board in live_boards():
         board.close()
     deadline = time.monotonic() + 2
-    leaked = find_leaked_processes()
+    leaked = find_leaked_processes(OWNER)
     while leaked and time.monotonic() < deadline:
         time.sleep(0.05)
-        leaked = find_leaked_processes()
+        leaked = find_leaked_processes(OWNER)
     if leaked and not request.node.get_closest_marker("leaks_on_purpose"):
         _kill(leaked)
         pytest.fail(f"test left QEMU processes running: {leaked}")

@@ -92,7 +92,7 @@ def test_fails_mid_run(board):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     assert "deliberate failure" in result.stdout.str()
-    assert find_leaked_processes() == []
+    assert find_leaked_processes(os.environ["CRASHCART_OWNER"]) == []
 
 
 def test_killed_owner_takes_qemu_with_it(elf_100):
@@ -109,13 +109,13 @@ time.sleep(60)
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         qemu_pid = int(owner.stdout.readline())
-        assert qemu_pid in find_leaked_processes()
+        assert qemu_pid in find_leaked_processes(os.environ["CRASHCART_OWNER"])
         owner.send_signal(signal.SIGKILL)
         owner.wait(timeout=10)
         deadline = time.monotonic() + 5
-        while qemu_pid in find_leaked_processes() and time.monotonic() < deadline:
+        while qemu_pid in find_leaked_processes(os.environ["CRASHCART_OWNER"]) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert qemu_pid not in find_leaked_processes()
+        assert qemu_pid not in find_leaked_processes(os.environ["CRASHCART_OWNER"])
     finally:
         owner.kill()
         owner.wait()
