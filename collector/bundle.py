@@ -157,8 +157,10 @@ class BundleWriter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: object) -> None:
         if exc is not None:
-            reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else (
-                f"capture failed: {exc}")
+            if isinstance(exc, KeyboardInterrupt):
+                reason = f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'})"
+            else:
+                reason = f"capture failed: {exc}"
             self.mark_partial(reason)
         self.finish()
 

@@ -193,6 +193,71 @@ def demo(out_dir: Path, time_limit: str) -> None:
     run_demo(out_dir, click.echo, time_limit_ns=parse_duration_ns(time_limit, what="--time-limit"))
 
 
+@sim.command("serve", epilog=EXIT_STATUS_HELP)
+@click.option("--target", "target_name", required=True, metavar="NAME|FILE",
+              help="Target name (e.g. mps2-an385) or target file.")
+@click.option("--firmware", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Firmware ELF to boot.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Firmware config (YAML) placed in the board's RAM before boot.")
+@click.option("--time-limit", default="1h", show_default=True, metavar="DURATION",
+              help="Virtual time after which the board is switched off.")
+@click.option("--resets", default=0, show_default=True, type=click.IntRange(0, 1000),
+              help="Guest resets to let through; at the next one the board stays halted in "
+                   "its failed state, waiting for a debugger.")
+@click.option("--no-wait", is_flag=True,
+              help="Start running at once instead of waiting for a client on the console port "
+                   "(output before a client connects is lost, as on a real UART).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the board's addresses as one JSON line (for scripts).")
+def sim_serve(target_name: str, firmware: Path, config_file: Path | None, time_limit: str,
+              resets: int, no_wait: bool, as_json: bool) -> None:
+    """Run a simulated board to capture from, as if it were on the bench.
+
+    Prints the board's console port (for `collect --serial`), its pyocd
+    probe ID (for `collect --swd` and `pyocd commander -u`) and its GDB
+    remote address (for `collect --gdb` and gdb-multiarch).  The board
+    waits for a client on the console port, then runs.  When the firmware
+    resets itself after a fault, the board stays halted in that state, as
+    a failed board on the bench would, until you stop it with Ctrl-C.
+    """
+    from collector.device_config import load_config_file
+    from replay.sim import SimulatedBoard
+    from targets import load_target
+
+    target = load_target(target_name)
+    config = load_config_file(config_file) if config_file else None
+    board = SimulatedBoard(target, firmware, config=config,
+                           config_source=str(config_file) if config_file else None,
+                           time_limit_ns=parse_duration_ns(time_limit), console=False, gdb=True,
+                           allow_resets=resets, wall_limit_s=10 * 365 * 86400.0)
+    import signal
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_term)
+    with board:
+        host, port = board.gdb_address
+        info = {"serial": board.serial_url, "swd": f"qemu:{host}:{port}",
+                "gdb": f"{host}:{port}", "qemu_pid": board.proc.pid if board.proc else None}
+        if as_json:
+            click.echo(json.dumps(info), nl=True)
+        else:
+            click.echo(f"serial  {info['serial']}\nswd     {info['swd']}   (pyocd probe ID)\n"
+                       f"gdb     {info['gdb']}\n"
+                       f"pyocd list: CRASHCART_QEMU_PROBES={host}:{port} pyocd list")
+        sys.stdout.flush()
+        if not no_wait:
+            click.echo("waiting for a client on the console port ...", err=True)
+            board.wait_console_attached(timeout_s=365 * 86400.0)
+        board.resume()
+        click.echo("board running (Ctrl-C to switch it off)", err=True)
+        result = board.serve(on_halt=lambda why: click.echo(
+            f"board halted: {why}; it stays in this state for a debugger", err=True))
+        click.echo(f"board off: {result}", err=True)
+
+
 # -- bundles -----------------------------------------------------------------------
 
 

@@ -6,8 +6,9 @@ import re
 
 from crashcart.errors import InputError
 
-_UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "min": 60_000_000_000}
-_PATTERN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|min)\s*")
+_UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "min": 60_000_000_000,
+             "h": 3_600_000_000_000}
+_PATTERN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|min|h)\s*")
 
 
 def parse_duration_ns(text: str, *, what: str = "duration") -> int:
@@ -15,7 +16,7 @@ def parse_duration_ns(text: str, *, what: str = "duration") -> int:
     match = _PATTERN.fullmatch(str(text))
     if match is None:
         raise InputError(
-            f"{what} must be a number with a unit (ns, us, ms, s, min)",
+            f"{what} must be a number with a unit (ns, us, ms, s, min, h)",
             value=text,
             remedy="for example 500ms or 2s",
         )

@@ -347,6 +347,32 @@ class SimulatedBoard:
             break
         return self._finish(exit_reason)
 
+    def serve(self, on_halt: Callable[[str], None] | None = None) -> str:
+        """Keep the board alive for debuggers until QEMU ends (Ctrl-C, time limit).
+
+        Resets up to ``allow_resets`` go through; at the next one the VM stays
+        paused in the state of the reset request, as a failed board waits on
+        the bench, and ``on_halt`` is told why.  Returns how QEMU ended.
+        """
+        assert self.proc is not None and self.qmp is not None
+        while self.proc.poll() is None:
+            event = self.qmp.wait_event(0.2)
+            if event is None or event.get("event") != "SHUTDOWN":
+                continue
+            reason = event.get("data", {}).get("reason", "")
+            if reason == "guest-reset":
+                self.resets += 1
+                if self.resets <= self.allow_resets:
+                    self._reboot()
+                    continue
+                if on_halt is not None:
+                    on_halt("the firmware requested a reset (SYSRESETREQ)")
+            elif on_halt is not None:
+                on_halt(reason or "shutdown")
+        status = self.proc.returncode
+        return "time limit reached" if status == vclock.LIMIT_EXIT_STATUS else \
+            f"QEMU exited with status {status}"
+
     def close(self) -> None:
         """Stop QEMU and release everything.  Safe to call more than once."""
         proc = self.proc

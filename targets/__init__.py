@@ -97,6 +97,14 @@ class VendorRegister:
     size: int
     description: str = ""
     values: dict[int, str] = field(default_factory=dict)
+    mask: int | None = None  # the bits that hold the value (shifted down to bit 0)
+
+    def decode(self, raw: int) -> int:
+        """The register's value: ``raw`` masked and shifted by ``mask``."""
+        if not self.mask:
+            return raw
+        shift = (self.mask & -self.mask).bit_length() - 1
+        return (raw & self.mask) >> shift
 
 
 @dataclass(frozen=True)
@@ -374,9 +382,15 @@ class _TargetParser:
                 p,
                 item,
                 required=("name", "size"),
-                optional=("symbol", "address", "description", "values"),
+                optional=("symbol", "address", "description", "values", "mask"),
             )
             size = c.integer(p + ("size",), m["size"])
+            mask = None
+            if "mask" in m:
+                mask = c.integer(p + ("mask",), m["mask"])
+                if not 0 < mask < 1 << (8 * size):
+                    c.fail(p + ("mask",), f"must be a non-zero mask of at most {8 * size} bits",
+                           mask)
             if size not in (1, 2, 4):
                 c.fail(p + ("size",), "must be 1, 2 or 4 (bytes)", size)
             loc = self._location(
@@ -397,6 +411,7 @@ class _TargetParser:
                     size=size,
                     description=c.string(p + ("description",), m.get("description", "")),
                     values=names,
+                    mask=mask,
                 )
             )
         return tuple(out)
