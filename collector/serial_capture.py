@@ -37,7 +37,7 @@ from typing import Any
 import serial
 
 from collector.bundle import BundleWriter, GrowingFile, utc_now
-from collector.serial_port import PortGone, close_port, read_chunk
+from collector.serial_port import PortGone, close_port, open_port, read_chunk
 
 LOG = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class SerialCapture:
 
     def _open(self, *, first: bool) -> serial.SerialBase | None:
         try:
-            port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=self.timeout_s)
+            port = open_port(self.url, baudrate=self.baudrate, timeout=self.timeout_s)
         except (serial.SerialException, OSError, ValueError) as exc:
             if first:
                 self.bundle.source_event(self.source, "open-failed", error=str(exc))

@@ -69,3 +69,24 @@ def close_port(port: serial.SerialBase) -> None:
         pass
     port._socket = None  # type: ignore[attr-defined]
     port.is_open = False
+
+
+def open_port(url: str, *, baudrate: int, timeout: float | None) -> serial.SerialBase:
+    """Open a console port without discarding what is already waiting in it.
+
+    pyserial's ``open()`` ends with ``reset_input_buffer()``; for
+    ``socket://`` that reads and throws away every byte that arrived
+    between the TCP connect and the end of ``open()`` — for a board that
+    starts talking as soon as a client connects, its boot banner.  Evidence
+    capture keeps those bytes: the flush is skipped while opening.  (For a
+    tty the flush drops bytes the kernel buffered before we opened: those
+    are skipped too, and they are evidence as well.)
+    """
+    port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout, do_not_open=True)
+    original = port.reset_input_buffer
+    port.reset_input_buffer = lambda: None  # type: ignore[method-assign]
+    try:
+        port.open()
+    finally:
+        port.reset_input_buffer = original  # type: ignore[method-assign]
+    return port

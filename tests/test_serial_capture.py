@@ -109,3 +109,33 @@ def test_port_that_disappears_and_returns_loses_nothing(tmp_path):
     gaps = [e["gap_s"] for e in src["events"] if e["what"] == "reconnected"]
     assert all(g >= 0.2 for g in gaps[:2])
     assert verify_bundle(tmp_path / "b").ok
+
+
+def test_bytes_sent_the_moment_the_port_opens_are_kept(tmp_path):
+    """pyserial's open() flushes input; a board that talks at once must lose nothing."""
+    box, ready, payload = [], threading.Event(), b"crashcart sensor-node banner\n" * 200
+
+    def server():
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        box.append(srv.getsockname()[1])
+        ready.set()
+        conn, _ = srv.accept()
+        conn.sendall(payload)  # no pause: the bytes race pyserial's open()
+        time.sleep(0.3)
+        conn.close()
+        srv.close()
+
+    thread = threading.Thread(target=server)
+    thread.start()
+    ready.wait(5)
+    stop = threading.Event()
+    with BundleWriter(tmp_path / "b") as bundle:
+        cap = SerialCapture(bundle, f"socket://127.0.0.1:{box[0]}", reconnect=False)
+        t = threading.Thread(target=cap.run, args=(stop,))
+        t.start()
+        thread.join(10)
+        t.join(10)
+        stop.set()
+    assert (tmp_path / "b" / "serial" / "console.raw").read_bytes() == payload
