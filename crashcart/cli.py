@@ -31,6 +31,8 @@ Exit status:
 # `crashcart --help` and quick commands stay fast.
 LAZY_COMMANDS: dict[str, str] = {
     "collect": "collector.collect_cli:collect_command",
+    "decode": "collector.decode:decode_command",
+    "gdbserver": "collector.gdbserver:gdbserver_command",
     "symbolize": "collector.symbolize:symbolize_command",
     "timeline": "timeline.cli:timeline_command",
     "report": "timeline.cli:report_command",

@@ -1,0 +1,297 @@
+"""``crashcart decode``: any crash evidence to the facts an engineer needs.
+
+One :class:`~collector.evidence.CrashEvidence` in (from a bundle, a console
+log, a Zephyr log or coredump, a CmBacktrace print: see
+:mod:`collector.sources`), one :class:`Decoded` out: the fault and why (every
+status bit explained), where (function, file:line, inline chain), the
+backtrace with how each frame was found, the firmware's identity checked
+against the ELF, the reset reason, the device's config and the console
+lines around the crash.  Text for people (one screen), JSON for tools.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from crashcart.errors import CrashcartError, InputError
+
+if TYPE_CHECKING:
+    from collector.elf import ElfImage
+    from collector.evidence import CrashEvidence
+    from targets import Target
+
+LOG = logging.getLogger(__name__)
+FAULT_NAMES = ("cfsr", "hfsr", "dfsr", "mmfar", "bfar", "sfsr", "sfar", "shcsr", "icsr",
+               "exc_return")
+
+
+@dataclass
+class Decoded:
+    evidence: CrashEvidence
+    fault: dict[str, Any] | None
+    frames: list[dict[str, Any]]
+    location: dict[str, Any] | None
+    firmware: dict[str, Any]
+    config: dict[str, Any] | None
+    warnings: list[str] = field(default_factory=list)
+    backtrace_text: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        ev = self.evidence
+        return {
+            "source": {"kind": ev.source, "origin": ev.origin,
+                       **({"bundle": ev.extra["bundle"]} if "bundle" in ev.extra else {})},
+            "fault": self.fault,
+            "location": self.location,
+            "frames": self.frames,
+            "firmware": self.firmware,
+            "reset_reason": ev.reset_reason,
+            "uptime_ms": ev.uptime_ms,
+            "config": self.config,
+            "config_origin": ev.config_origin if self.config is not None else None,
+            "registers": {k: v for k, v in sorted(ev.registers.items())},
+            "registers_hex": {k: f"0x{v:08x}" for k, v in sorted(ev.registers.items())},
+            "registers_at": ev.registers_at,
+            "console": {"lines": ev.console_lines, "crash_line": ev.crash_line},
+            "notes": ev.notes,
+            "warnings": self.warnings,
+        }
+
+
+def _fault(ev: CrashEvidence, target: Target | None) -> dict[str, Any] | None:
+    from collector.faults import decode_fault
+
+    regs = {k: v for k, v in ev.registers.items() if k in FAULT_NAMES}
+    if not regs:
+        return None
+    fp = target.fpu if target is not None else None
+    try:
+        report = decode_fault(ev.arch, regs, fp=fp)
+    except InputError as exc:
+        return {"error": str(exc)}
+    exc = report.exc_return
+    return {
+        "summary": report.summary,
+        "kinds": list(report.kinds),
+        "primary": report.primary,
+        "escalated": report.escalated,
+        "cause": report.cause,
+        "device_said": ev.fault_name,
+        "bits": [{"register": b.register, "bit": b.bit, "name": b.name,
+                  "meaning": getattr(b, "meaning", None), "fault": getattr(b, "fault", None)}
+                 for b in report.bits],
+        "mmfar": report.mmfar, "bfar": report.bfar, "sfar": report.sfar,
+        "frame_trustworthy": report.frame_trustworthy,
+        "frame_reasons": list(report.frame_reasons),
+        "exc_return": None if exc is None else {
+            "value": exc.value, "return_mode": exc.return_mode, "stack": exc.stack,
+            "frame_type": exc.frame_type, "security_state": exc.security_state},
+        "notes": list(report.notes),
+    }
+
+
+def _firmware(ev: CrashEvidence, image: ElfImage | None) -> tuple[dict[str, Any], list[str]]:
+    elf_id = image.build_id if image is not None else None
+    device = ev.build_id
+    warnings: list[str] = []
+    match: bool | None = None
+    if device and elf_id:
+        device_l, elf_l = device.lower(), elf_id.lower()
+        match = elf_l.startswith(device_l) if len(device_l) >= 8 else device_l == elf_l
+        if not match:
+            warnings.append(
+                f"BUILD-ID MISMATCH: the device runs {device} ({ev.build_id_origin}), the ELF "
+                f"is {elf_id}; every function and line below is UNVERIFIED")
+    elif image is not None and not device:
+        warnings.append("the evidence carries no build ID: cannot check that the ELF is the "
+                        "firmware that crashed; symbols are unverified")
+    return {"version": ev.firmware_version, "device_build_id": device,
+            "device_build_id_origin": ev.build_id_origin, "elf_build_id": elf_id,
+            "elf": str(image.path) if image is not None else None,
+            "build_id_match": match, "symbols_verified": bool(match)}, warnings
+
+
+def _config(ev: CrashEvidence, image: ElfImage | None, target: Target | None) -> Any:
+    if ev.config is not None:
+        return ev.config
+    if image is None or target is None or target.config is None:
+        return None
+    sym = image.get_symbol(target.config.symbol)
+    if sym is None or sym.size == 0:
+        return None
+    data = ev.memory.try_read(sym.address, sym.size)
+    if data is None or ev.memory.origin(sym.address, sym.size) != "captured":
+        return None
+    from collector.device_config import decode_config
+
+    try:
+        value = decode_config(image, target, data)
+    except CrashcartError:
+        return None
+    ev.config_origin = "RAM (via DWARF)"
+    return value
+
+
+def decode_evidence(ev: CrashEvidence, image: ElfImage | None,
+                    target: Target | None = None) -> Decoded:
+    """Everything crashcart can say about one crash."""
+    fault = _fault(ev, target)
+    firmware, warnings = _firmware(ev, image)
+    frames: list[dict[str, Any]] = []
+    location = None
+    text = ""
+    if image is not None and "pc" in ev.registers:
+        from collector.unwind import unwind
+
+        bt = unwind(image, ev.registers, ev.memory, arch=ev.arch,
+                    registers_at=ev.registers_at)
+        frames = [f.to_json() for f in bt.frames]
+        for f in frames:
+            f["verified"] = bool(firmware["symbols_verified"])
+        warnings.extend(bt.warnings)
+        text = bt.format()
+        location = _faulting_frame(frames, ev)
+        if bt.stop_reason:
+            firmware.setdefault("notes", [])
+    elif image is None:
+        warnings.append("no ELF given (--elf): addresses are not symbolized")
+    config = _config(ev, image, target)
+    return Decoded(ev, fault, frames, location, firmware, config, warnings, text)
+
+
+def _faulting_frame(frames: list[dict[str, Any]], ev: CrashEvidence) -> dict[str, Any] | None:
+    """The interrupted code: the frame just below the exception frame, else frame 0."""
+    if ev.registers_at == "handler":
+        for f in frames:
+            if f.get("how") == "exception-frame":
+                return f
+    return frames[0] if frames else None
+
+
+# -- text ---------------------------------------------------------------------------
+
+
+def _where(f: dict[str, Any]) -> str:
+    fn = f.get("function") or "??"
+    loc = f"{f.get('file') or '??'}:{f.get('line') or '?'}"
+    return f"{fn} ({loc})"
+
+
+def format_text(d: Decoded) -> str:
+    ev = d.evidence
+    out: list[str] = []
+    for w in d.warnings:
+        if "MISMATCH" in w:
+            out.append(f"!!! {w}")
+    fault = d.fault
+    if fault and "error" not in fault:
+        out.append(f"{fault['summary']}")
+        if fault.get("cause") and fault["cause"] not in fault["summary"]:
+            out.append(f"  {fault['cause']}")
+        for b in fault["bits"]:
+            meaning = f": {b['meaning']}" if b.get("meaning") else ""
+            out.append(f"  {b['register']}.{b['name']}{meaning}")
+        for name in ("mmfar", "bfar", "sfar"):
+            if fault.get(name) is not None:
+                out.append(f"  {name.upper()} = 0x{fault[name]:08x}")
+        if not fault["frame_trustworthy"]:
+            out.append("  the stacked frame is UNTRUSTWORTHY: " + ", ".join(fault["frame_reasons"]))
+    elif ev.fault_name:
+        out.append(f"{ev.fault_name} (the device's words; no fault status registers captured)")
+    if d.location:
+        out.append(f"at 0x{d.location['pc']:08x} in {_where(d.location)}")
+        for inl in d.location.get("inlined") or []:
+            out.append(f"   inlined from {_where(inl)}")
+    if d.backtrace_text:
+        out.append("backtrace:")
+        out.extend("  " + line for line in d.backtrace_text.splitlines())
+    fw = d.firmware
+    ident = f"firmware {fw.get('version') or '?'} build-id {fw.get('device_build_id') or '?'}"
+    if fw.get("build_id_match") is True:
+        ident += " (matches the ELF)"
+    elif fw.get("build_id_match") is False:
+        ident += f" (ELF is {fw.get('elf_build_id')}: MISMATCH)"
+    out.append(ident)
+    extras = []
+    if ev.reset_reason:
+        extras.append(f"reset reason: {ev.reset_reason}")
+    if ev.uptime_ms is not None:
+        extras.append(f"uptime {ev.uptime_ms} ms")
+    if extras:
+        out.append(", ".join(extras))
+    if d.config is not None:
+        items = [f"{k}={v}" for k, v in d.config.items()
+                 if k not in ("magic", "version", "size", "crc32", "reserved")]
+        out.append(f"config ({ev.config_origin}): " + " ".join(items))
+    if ev.console_lines:
+        out.append("console:")
+        for i, line in enumerate(ev.console_lines[:24]):
+            mark = ">" if ev.crash_line is not None and i == ev.crash_line else " "
+            out.append(f" {mark} {line}")
+    for w in d.warnings:
+        if "MISMATCH" not in w:
+            out.append(f"warning: {w}")
+    for note in ev.notes:
+        out.append(f"note: {note}")
+    return "\n".join(out)
+
+
+@click.command("decode")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--elf", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The firmware ELF (symbols, lines, CFI, DWARF types).")
+@click.option("--target", "target_name", metavar="NAME|FILE",
+              help="Target (default: the bundle's; mps2-an385's formats for logs).")
+@click.option("--crash", "crash_index", type=int,
+              help="Decode only this crash (1 = the first in the source).")
+@click.option("--json", "as_json", is_flag=True, help="Everything, as one JSON document.")
+def decode_command(source: Path, elf: Path | None, target_name: str | None,
+                   crash_index: int | None, as_json: bool) -> None:
+    """Decode crash evidence: which fault and why, where, the backtrace, the firmware.
+
+    SOURCE is a bundle directory or archive, a console capture or pasted
+    log with the firmware's crash log(s), a Zephyr fatal-error log or
+    coredump, or CmBacktrace output.  Several crashes in one log are each
+    decoded (or pick one with --crash).
+
+    \b
+    JSON keys: source, fault, location, frames, firmware, reset_reason,
+    uptime_ms, config, registers, registers_hex, console, notes, warnings.
+    """
+    from collector.elf import ElfImage
+    from collector.sources import load_evidence
+    from targets import load_target
+
+    target = load_target(target_name) if target_name else None
+    image = ElfImage.open_cached(elf) if elf else None
+    crashes = load_evidence(source, image, target)
+    if target is None:
+        bundle_target = (crashes[0].extra.get("bundle") or {}).get("target") if crashes else None
+        try:
+            target = load_target(bundle_target or "mps2-an385")
+        except InputError:
+            target = None
+    if crash_index is not None:
+        if not 1 <= crash_index <= len(crashes):
+            raise InputError(f"there are {len(crashes)} crash(es) in the source",
+                             path=source, field="--crash", value=crash_index)
+        crashes = [crashes[crash_index - 1]]
+    decoded = [decode_evidence(ev, image, target) for ev in crashes]
+    if as_json:
+        doc: Any = decoded[0].to_json() if len(decoded) == 1 else {
+            "crashes": [d.to_json() for d in decoded]}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for i, d in enumerate(decoded):
+        if len(decoded) > 1:
+            click.echo(f"=== crash {i + 1} of {len(decoded)} "
+                       f"(line {d.evidence.extra.get('console_line_number', '?')}) ===")
+        click.echo(format_text(d))
+        if i + 1 < len(decoded):
+            click.echo()
