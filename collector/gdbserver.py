@@ -496,8 +496,10 @@ def pick_crash(crashes: list[CrashEvidence], number: int | None, source: Path) -
               help="Serve over stdin/stdout: in gdb, target remote | crashcart gdbserver ... --pipe")
 @click.option("--crash", "crash_number", type=click.IntRange(1, None), default=None,
               help="Which crash of SOURCE (1 = first); needed when it holds several.")
+@click.option("--target", "target_name", metavar="NAME|FILE", default=None,
+              help="Target description, for console logs with the target's own crash markers.")
 def gdbserver_command(source: Path, elf_path: Path, port: int | None, host: str, pipe: bool,
-                      crash_number: int | None) -> None:
+                      crash_number: int | None, target_name: str | None) -> None:
     """Serve the crash in SOURCE to gdb as a halted target (read-only).
 
     \b
@@ -509,15 +511,20 @@ def gdbserver_command(source: Path, elf_path: Path, port: int | None, host: str,
     ELF's read-only sections; gdb gets "Cannot access memory" for anything
     else.  The server ends when gdb detaches or disconnects.
     """
-    from collector.elf import ElfImage
-    from collector.sources import load_evidence  # type: ignore[import-not-found,unused-ignore]
-
     if pipe == (port is not None):
         raise InputError("give exactly one of --port N and --pipe",
                          remedy="--port 0 picks a free port; --pipe is for gdb's "
                                 "'target remote | ...'")
+    from collector.elf import ElfImage
+    from collector.sources import load_evidence
+
+    target = None
+    if target_name is not None:
+        from targets import load_target
+
+        target = load_target(target_name)
     image = ElfImage(elf_path)
-    evidence = pick_crash(load_evidence(source, image), crash_number, source)
+    evidence = pick_crash(load_evidence(source, image, target), crash_number, source)
     require_matching_build(evidence, image)
     server = EvidenceGdbServer(evidence)
     if pipe:
