@@ -166,12 +166,26 @@ def decode_evidence(ev: CrashEvidence, image: ElfImage | None,
 
 
 def _faulting_frame(frames: list[dict[str, Any]], ev: CrashEvidence) -> dict[str, Any] | None:
-    """The interrupted code: the frame just below the exception frame, else frame 0."""
+    """The interrupted code: the frame just below the exception frame, else frame 0.
+
+    Given innermost first, as addr2line -i prints it: ``function``/``file``/
+    ``line`` are the innermost (inlined) code, ``inlined`` the functions it
+    was inlined into, outward, ending with the real function.
+    """
+    frame = None
     if ev.registers_at == "handler":
-        for f in frames:
-            if f.get("how") == "exception-frame":
-                return f
-    return frames[0] if frames else None
+        frame = next((f for f in frames if f.get("how") == "exception-frame"), None)
+    if frame is None and frames:
+        frame = frames[0]
+    if frame is None:
+        return None
+    chain = [*(frame.get("inlined") or []),
+             {"function": frame.get("function"), "file": frame.get("file"),
+              "line": frame.get("line")}]
+    inner, outer = chain[0], chain[1:]
+    return {"pc": frame["pc"], "function": inner["function"], "file": inner["file"],
+            "line": inner["line"], "inlined": outer if len(chain) > 1 else [],
+            "frame_index": frame.get("index"), "how": frame.get("how")}
 
 
 # -- text ---------------------------------------------------------------------------
@@ -207,7 +221,7 @@ def format_text(d: Decoded) -> str:
     if d.location:
         out.append(f"at 0x{d.location['pc']:08x} in {_where(d.location)}")
         for inl in d.location.get("inlined") or []:
-            out.append(f"   inlined from {_where(inl)}")
+            out.append(f"   inlined into {_where(inl)}")
     if d.backtrace_text:
         out.append("backtrace:")
         out.extend("  " + line for line in d.backtrace_text.splitlines())
