@@ -33,7 +33,9 @@ What is not in the core, because gdb does not read it from a core file:
 MSP, PSP, CONTROL, PRIMASK/BASEPRI/FAULTMASK and the fault status
 registers.  gdb supplies core registers only through regsets (``.reg`` and
 ``.reg-arm-vfp`` for bare-metal ARM), and none holds M-profile system
-registers.  ``crashcart gdbserver`` serves MSP/PSP (``org.gnu.gdb.arm.m-system``)
+registers.  A crash log's registers (``registers_at == "stacked"``) usually
+lack SP; :func:`export_registers` derives it from EXC_RETURN and MSP/PSP.
+``crashcart gdbserver`` serves MSP/PSP (``org.gnu.gdb.arm.m-system``)
 and the rest as registers when the evidence has them.  Registers the
 evidence lacks are written as zero and listed in :attr:`CoreFile.missing_registers`.
 """
@@ -124,7 +126,8 @@ def write_core(evidence: CrashEvidence, elf_image: ElfImage, path: str | Path, *
     path = Path(path)
     if check_build_id:
         require_matching_build(evidence, elf_image)
-    missing = tuple(name for name in CORE_REGISTERS if name not in evidence.registers)
+    registers = export_registers(evidence)
+    missing = tuple(name for name in CORE_REGISTERS if name not in registers)
     for name in ("pc", "sp"):
         if name in missing:
             raise InputError(
@@ -139,7 +142,7 @@ def write_core(evidence: CrashEvidence, elf_image: ElfImage, path: str | Path, *
     writable = _writable_test(elf_image)
 
     notes = b"".join([
-        _note(b"CORE", NT_PRSTATUS, _prstatus(evidence, signal)),
+        _note(b"CORE", NT_PRSTATUS, _prstatus(registers, signal)),
         _note(b"CORE", NT_PRPSINFO, _prpsinfo(elf_image)),
         _note(b"GDB", NT_GDB_TDESC, target_description(()).encode() + b"\0"),
     ])
@@ -173,6 +176,36 @@ def write_core(evidence: CrashEvidence, elf_image: ElfImage, path: str | Path, *
                          remedy="choose a writable path") from None
     LOG.info("%s: core file with %d memory segment(s), %d bytes", path, len(segments), len(blob))
     return CoreFile(path, len(blob), signal, tuple(segments), missing)
+
+
+def export_registers(evidence: CrashEvidence) -> dict[str, int]:
+    """The registers to give gdb: the evidence's, with ``sp`` derived when a log lacks it.
+
+    Evidence ``registers_at == "stacked"`` (a crash log) holds the interrupted
+    code's r0-r15 and xPSR, but often no ``sp``: only EXC_RETURN and MSP/PSP
+    on exception entry.  The interrupted SP is then the frame address (the
+    stack EXC_RETURN[2] selects) plus the frame size, with the alignment word
+    when the stacked xPSR[9] is set (ARMv7-M ARM B1.5.6, B1.5.7).
+    """
+    from collector.faults import decode_exc_return, stacked_frame_size
+
+    regs = {name: value & 0xFFFFFFFF for name, value in evidence.registers.items()}
+    exc_return = regs.get("exc_return")
+    if "sp" in regs or evidence.registers_at != "stacked" or exc_return is None:
+        return regs
+    try:
+        exc = decode_exc_return(exc_return, evidence.arch)
+        stack = "psp" if exc.stack is not None and "PSP" in exc.stack else "msp"
+        if stack not in regs:
+            return regs
+        size = stacked_frame_size(exc, evidence.arch, xpsr=regs.get("xpsr"))
+    except InputError as exc_err:
+        LOG.info("%s: no sp derived: %s", evidence.origin, exc_err)
+        return regs
+    regs["sp"] = (regs[stack] + size) & 0xFFFFFFFF
+    LOG.info("%s: sp 0x%08x derived from EXC_RETURN 0x%08x and %s", evidence.origin,
+             regs["sp"], exc_return, stack.upper())
+    return regs
 
 
 def require_matching_build(evidence: CrashEvidence, elf_image: ElfImage) -> None:
@@ -310,12 +343,11 @@ def _note(name: bytes, kind: int, desc: bytes) -> bytes:
             + desc + b"\0" * (_align(len(desc), 4) - len(desc)))
 
 
-def _prstatus(evidence: CrashEvidence, signal: int) -> bytes:
+def _prstatus(regs: dict[str, int], signal: int) -> bytes:
     desc = bytearray(PRSTATUS_SIZE)
     struct.pack_into("<I", desc, 0, signal)            # pr_info.si_signo
     struct.pack_into("<H", desc, PR_CURSIG_OFFSET, signal)
     struct.pack_into("<I", desc, PR_PID_OFFSET, CORE_PID)
-    regs = evidence.registers
     words = [regs.get(name, 0) & 0xFFFFFFFF for name in CORE_REGISTERS]  # r0-r15, xpsr
     words.append(NO_SYSCALL)                                              # orig_r0
     struct.pack_into("<18I", desc, PR_REG_OFFSET, *words)

@@ -36,7 +36,7 @@ from typing import Protocol
 
 import click
 
-from collector.corefile import require_matching_build, target_description
+from collector.corefile import export_registers, require_matching_build, target_description
 from collector.evidence import (
     CORE_REGISTERS,
     FAULT_REGISTERS,
@@ -103,7 +103,7 @@ class EvidenceGdbServer:
     def __init__(self, evidence: CrashEvidence) -> None:
         self.evidence = evidence
         self.stats = ServerStats()
-        regs = evidence.registers
+        regs = export_registers(evidence)
         self._known = {name: regs[name] & 0xFFFFFFFF for name in _REGNUMS if name in regs}
         extra = sorted((num, name, feature) for name, (num, feature) in _REGNUMS.items()
                        if name in self._known and feature != _M_PROFILE)

@@ -318,3 +318,27 @@ def test_core_gives_gdb_the_live_answers(target, elf_100, image, tmp_path, confi
     assert bt.startswith("#0  fault_handler_c (ctx=0x200050d0) at src/regs.h:129\n")
     assert "#1  <signal handler called>" in bt and "main () at src/main.c:32" in bt
     assert "\nxpsr " in capture.live.sections["registers"]
+
+
+def test_crash_log_evidence_gets_its_sp_from_exc_return(image, elf_100, tmp_path):
+    """A crash log states the stacked registers, EXC_RETURN, MSP and PSP, but no SP."""
+    from collector.corefile import export_registers
+    from collector.sources import load_evidence
+
+    from .conftest import ROOT
+
+    log = ROOT / "fixtures" / "incident" / "evidence" / "node-1" / "serial" / "console.raw"
+    evidence = load_evidence(log, image)[0]
+    assert evidence.registers_at == "stacked" and "sp" not in evidence.registers
+    regs = export_registers(evidence)
+    # EXC_RETURN 0xfffffffd: thread mode, frame on the PSP; 8 words, xPSR[9] clear.
+    assert evidence.registers["exc_return"] == 0xFFFFFFFD
+    assert regs["sp"] == evidence.registers["psp"] + 0x20
+    result = write_core(evidence, image, tmp_path / "core")
+    assert result.missing_registers == () and result.signal == SIGBUS
+    run = run_gdb(str(elf_100), str(tmp_path / "core"), commands=(
+        "echo @@bt\\n", "bt 1", "echo @@sp\\n", "info registers sp", "echo @@end\\n"))
+    assert run.sections["bt"].startswith(
+        "#0  0x000001bc in adc_read (ch=<optimized out>, gain_index=<optimized out>, "
+        "timeout_ms=10) at src/adc.c:92\n")
+    assert f"0x{regs['sp']:x}" in run.sections["sp"]
