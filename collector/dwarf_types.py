@@ -6,6 +6,12 @@ struct/union with bitfields).  :func:`decode` turns target memory into
 Python values; :func:`encode` does the reverse, which is how a YAML config
 becomes the bytes the simulator places in the board's RAM.
 
+:func:`find_global` keeps what :func:`find_global_type` strips for the
+encoder: typedef names and const/volatile (:class:`TypedefType`,
+:class:`QualifiedType`), each type's C spelling (``c_name``, as GDB's
+``ptype`` writes it), absolute bit positions of bitfields, and where the
+variable lives.  :mod:`collector.variables` prints values with it.
+
 References: DWARF 5 sections 5.1 (base types), 5.5 (structures, unions,
 members and bitfields: DW_AT_data_bit_offset, and DWARF 2/3's
 DW_AT_bit_offset), 5.6 (enumerations), 5.13 (array subranges).
@@ -14,7 +20,7 @@ DW_AT_bit_offset), 5.6 (enumerations), 5.13 (array subranges).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from elftools.common.exceptions import DWARFError, ELFError, ELFParseError
@@ -34,6 +40,9 @@ MAX_ARRAY = 1 << 20
 class DwarfType:
     name: str
     size: int
+    # The C spelling GDB uses ("uint32_t", "const struct fw_info *",
+    # "void (*)(int)"); empty when the type was resolved for the encoder.
+    c_name: str = field(default="", kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,30 @@ class EnumType(DwarfType):
 @dataclass(frozen=True)
 class PointerType(DwarfType):
     target: str  # name of the pointed-to type ("void" if none)
+    # What it points to: "void", "function", "char" (textual, printed as a
+    # string like GDB does) or "data".
+    target_kind: str = "data"
+    target_c_name: str = ""
+
+
+@dataclass(frozen=True)
+class TypedefType(DwarfType):
+    """A typedef (DWARF 5, 5.3); ``name`` is the typedef's name."""
+
+    target: DwarfType
+
+
+@dataclass(frozen=True)
+class QualifiedType(DwarfType):
+    """const / volatile / restrict / _Atomic around a type (DWARF 5, 5.2)."""
+
+    target: DwarfType
+    qualifiers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FunctionType(DwarfType):
+    """A subroutine type (DWARF 5, 5.7); only ever seen through a pointer."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +110,11 @@ class Member:
     type: DwarfType
     bit_size: int | None = None  # bitfields only
     bit_offset: int | None = None  # from the least significant bit of the storage unit
+    # Bitfields: bits from the start of the aggregate to the field, counted
+    # as DWARF 4's DW_AT_data_bit_offset counts them (DWARF 5, 5.7.6): from
+    # the least significant bit of byte 0 on a little-endian target, from
+    # the most significant bit on a big-endian one.
+    data_bit_offset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,9 +130,18 @@ class StructType(DwarfType):
 
 
 class _Resolver:
-    def __init__(self, image: ElfImage) -> None:
+    """DIEs to the model.
+
+    ``keep`` keeps typedefs and qualifiers and fills in ``c_name`` (for
+    printing); without it they are looked through, as the encoder wants.
+    """
+
+    def __init__(self, image: Any, *, keep: bool = False) -> None:
         self.image = image
+        self.keep = keep
+        self.little_endian = bool(getattr(image.elf, "little_endian", True))
         self.cache: dict[int, DwarfType] = {}
+        self._complete: dict[tuple[str, str], DIE] | None = None
 
     def fail(self, message: str) -> InputError:
         return InputError(message, path=self.image.path,
@@ -102,7 +149,7 @@ class _Resolver:
 
     def resolve(self, die: DIE | None, depth: int = 0) -> DwarfType:
         if die is None:
-            return BaseType("void", 0, "void")
+            return BaseType("void", 0, "void", c_name="void")
         if depth > MAX_DEPTH:
             raise self.fail("type nesting deeper than 64 levels")
         cached = self.cache.get(die.offset)
@@ -115,14 +162,25 @@ class _Resolver:
     def _resolve(self, die: DIE, depth: int) -> DwarfType:
         tag = die.tag
         name = _name(die)
-        if tag in ("DW_TAG_typedef", "DW_TAG_const_type", "DW_TAG_volatile_type",
-                   "DW_TAG_restrict_type", "DW_TAG_atomic_type"):
+        c_name = c_type_name(die) if self.keep else ""
+        if tag == "DW_TAG_typedef":
             inner = self.resolve(_type_die(die), depth + 1)
-            return inner
+            if not self.keep:
+                return inner
+            return TypedefType(name or "?", inner.size, inner, c_name=c_name)
+        if tag in _QUALIFIERS:
+            inner = self.resolve(_type_die(die), depth + 1)
+            if not self.keep:
+                return inner
+            quals = [_QUALIFIERS[tag]]
+            while isinstance(inner, QualifiedType):  # const volatile T: one node
+                quals.extend(inner.qualifiers)
+                inner = inner.target
+            return QualifiedType(inner.name, inner.size, inner, tuple(quals), c_name=c_name)
         if tag == "DW_TAG_base_type":
             enc = die.attributes.get("DW_AT_encoding")
             return BaseType(name or "?", _int_attr(die, "DW_AT_byte_size"),
-                            _ENCODINGS.get(enc.value if enc else 0, "unsigned"))
+                            _ENCODINGS.get(enc.value if enc else 0, "unsigned"), c_name=c_name)
         if tag == "DW_TAG_enumeration_type":
             items = []
             for child in die.iter_children():
@@ -131,16 +189,25 @@ class _Resolver:
             under = _type_die(die)
             signed = any(v < 0 for v, _ in items)
             if under is not None:
-                base = self.resolve(under, depth + 1)
+                base = _strip(self.resolve(under, depth + 1))
                 signed = isinstance(base, BaseType) and base.encoding.startswith("signed")
-            return EnumType(name or "enum", _int_attr(die, "DW_AT_byte_size", 4),
-                            tuple(items), signed)
-        if tag in ("DW_TAG_pointer_type", "DW_TAG_reference_type"):
+            # DW_FORM_data<n> enumerator values are unsigned in pyelftools:
+            # sign them by the enum's size when the underlying type is signed.
+            size = _int_attr(die, "DW_AT_byte_size", 4)
+            if signed and 0 < size <= 8:
+                items = [(v - (1 << (8 * size)) if v >> (8 * size - 1) & 1 and v > 0 else v, n)
+                         for v, n in items]
+            return EnumType(name or "enum", size, tuple(items), signed, c_name=c_name)
+        if tag in ("DW_TAG_pointer_type", "DW_TAG_reference_type",
+                   "DW_TAG_rvalue_reference_type"):
             target = _type_die(die)
             tname = "void"
             if target is not None:
                 tname = _describe(target)
-            return PointerType(tname + " *", _int_attr(die, "DW_AT_byte_size", 4), tname)
+            kind = _pointee_kind(target)
+            return PointerType(tname + " *", _int_attr(die, "DW_AT_byte_size", 4), tname,
+                               kind, c_type_name(target) if self.keep and target is not None
+                               else ("void" if self.keep else ""), c_name=c_name)
         if tag == "DW_TAG_array_type":
             element = self.resolve(_type_die(die), depth + 1)
             dims = []
@@ -149,30 +216,64 @@ class _Resolver:
                     if "DW_AT_count" in child.attributes:
                         dims.append(_int_attr(child, "DW_AT_count"))
                     elif "DW_AT_upper_bound" in child.attributes:
-                        dims.append(_int_attr(child, "DW_AT_upper_bound") + 1)
+                        upper = child.attributes["DW_AT_upper_bound"]
+                        if not isinstance(upper.value, int):
+                            dims.append(0)  # a VLA bound (an expression): size unknown
+                        else:
+                            lower = child.attributes.get("DW_AT_lower_bound")
+                            low = lower.value if lower is not None and isinstance(
+                                lower.value, int) else 0
+                            dims.append(upper.value - low + 1)
                     else:
                         dims.append(0)  # flexible array member
             result: DwarfType = element
-            for count in reversed(dims or [0]):
+            names = _array_c_names(die, len(dims or [0])) if self.keep else []
+            for level, count in enumerate(reversed(dims or [0])):
                 if count < 0 or count > MAX_ARRAY:
                     raise self.fail(f"array dimension {count} out of range")
-                result = ArrayType(f"{result.name}[{count}]", result.size * count, result, count)
+                if result.size * count > 1 << 32:
+                    raise self.fail(f"array of {count} x {result.size} bytes is too large")
+                inner_c = names[-1 - level] if names else ""
+                result = ArrayType(f"{result.name}[{count}]", result.size * count, result, count,
+                                   c_name=inner_c)
             return result
         if tag in ("DW_TAG_structure_type", "DW_TAG_union_type", "DW_TAG_class_type"):
             kind = "union" if tag == "DW_TAG_union_type" else "struct"
+            if "DW_AT_declaration" in die.attributes and name:
+                full = self._complete_type(tag, name)
+                if full is not None and full.offset != die.offset:
+                    return self.resolve(full, depth + 1)
             members = []
             for child in die.iter_children():
                 if child.tag != "DW_TAG_member":
                     continue
                 members.append(self._member(child, depth, kind))
             return StructType(f"{kind} {name}" if name else kind,
-                              _int_attr(die, "DW_AT_byte_size", 0), kind, tuple(members))
+                              _int_attr(die, "DW_AT_byte_size", 0), kind, tuple(members),
+                              c_name=c_name)
         if tag == "DW_TAG_subroutine_type":
-            return BaseType("function", 0, "function")
+            return FunctionType("function", 0, c_name=c_name) if self.keep else \
+                BaseType("function", 0, "function")
+        if tag == "DW_TAG_unspecified_type":
+            return BaseType(name or "void", 0, "void", c_name=c_name)
         raise self.fail(f"unsupported DWARF type tag {tag}")
+
+    def _complete_type(self, tag: str, name: str) -> DIE | None:
+        """The definition of a struct declared but not defined in this unit."""
+        if self._complete is None:
+            self._complete = {}
+            for cu in self.image.elf.get_dwarf_info().iter_CUs():
+                for die in cu.get_top_DIE().iter_children():
+                    if die.tag in ("DW_TAG_structure_type", "DW_TAG_union_type",
+                                   "DW_TAG_class_type") and \
+                            "DW_AT_declaration" not in die.attributes:
+                        key = (die.tag, _name(die) or "")
+                        self._complete.setdefault(key, die)
+        return self._complete.get((tag, name))
 
     def _member(self, die: DIE, depth: int, kind: str) -> Member:
         mtype = self.resolve(_type_die(die), depth + 1)
+        storage_type = _strip(mtype)
         offset = 0
         loc = die.attributes.get("DW_AT_data_member_location")
         if loc is not None:
@@ -185,21 +286,42 @@ class _Resolver:
                 raise self.fail(f"unsupported member location {loc.value!r}")
         bit_size = None
         bit_offset = None
+        data_bit_offset = None
         if "DW_AT_bit_size" in die.attributes:
             bit_size = _int_attr(die, "DW_AT_bit_size")
+            if not 0 < bit_size <= 64:
+                raise self.fail(f"bitfield '{_name(die)}' of {bit_size} bits")
             if "DW_AT_data_bit_offset" in die.attributes:
                 total = _int_attr(die, "DW_AT_data_bit_offset")
-                storage = mtype.size or 4
+                data_bit_offset = total
+                storage = storage_type.size or 4
                 offset = (total // 8) // storage * storage
                 bit_offset = total - offset * 8
             elif "DW_AT_bit_offset" in die.attributes:
-                storage = _int_attr(die, "DW_AT_byte_size", mtype.size or 4)
-                # DWARF 3: counted from the most significant bit of the storage unit.
-                bit_offset = storage * 8 - _int_attr(die, "DW_AT_bit_offset") - bit_size
+                storage = _int_attr(die, "DW_AT_byte_size", storage_type.size or 4)
+                from_msb = _int_attr(die, "DW_AT_bit_offset")
+                # DWARF 3, 5.6.6: counted from the most significant bit of the
+                # storage unit at DW_AT_data_member_location.
+                bit_offset = storage * 8 - from_msb - bit_size
+                if self.little_endian:
+                    data_bit_offset = offset * 8 + bit_offset
+                else:
+                    data_bit_offset = offset * 8 + from_msb
             else:
                 bit_offset = 0
-        return Member(_name(die) or "", offset, mtype, bit_size, bit_offset)
+                data_bit_offset = offset * 8 if self.little_endian else \
+                    offset * 8 + (storage_type.size or 4) * 8 - bit_size
+            if data_bit_offset is not None and data_bit_offset < 0:
+                raise self.fail(f"bitfield '{_name(die)}' at bit {data_bit_offset}")
+        return Member(_name(die) or "", offset, mtype, bit_size, bit_offset, data_bit_offset)
 
+
+_QUALIFIERS = {
+    "DW_TAG_const_type": "const",
+    "DW_TAG_volatile_type": "volatile",
+    "DW_TAG_restrict_type": "restrict",
+    "DW_TAG_atomic_type": "_Atomic",
+}
 
 _ENCODINGS = {
     0x02: "boolean",
@@ -210,6 +332,17 @@ _ENCODINGS = {
     0x08: "unsigned_char",
     0x10: "unsigned",  # UTF
 }
+
+
+def _strip(dtype: DwarfType) -> DwarfType:
+    while isinstance(dtype, (TypedefType, QualifiedType)):
+        dtype = dtype.target
+    return dtype
+
+
+def strip(dtype: DwarfType) -> DwarfType:
+    """``dtype`` without typedefs and qualifiers (what the bytes mean)."""
+    return _strip(dtype)
 
 
 def _name(die: DIE) -> str | None:
@@ -250,6 +383,118 @@ def _describe(die: DIE, depth: int = 0) -> str:
     return "?"
 
 
+def _pointee_kind(die: DIE | None) -> str:
+    """void, function, char or data: how GDB prints a pointer to it."""
+    depth = 0
+    while die is not None and die.tag in ("DW_TAG_typedef", *_QUALIFIERS) and depth < MAX_DEPTH:
+        # GDB (c_textual_element_type) treats a pointer to a typedef of char
+        # as textual only through the name; qualifiers are transparent.
+        if die.tag == "DW_TAG_typedef" and _name(die) in ("char", "signed char",
+                                                           "unsigned char"):
+            return "char"
+        die = _type_die(die)
+        depth += 1
+    if die is None:
+        return "void"
+    if die.tag == "DW_TAG_subroutine_type":
+        return "function"
+    if die.tag == "DW_TAG_base_type":
+        enc = die.attributes.get("DW_AT_encoding")
+        size = die.attributes.get("DW_AT_byte_size")
+            # GDB treats every one-byte integer as a character (c_textual_element_type).
+        if enc is not None and enc.value in (0x05, 0x06, 0x07, 0x08) and size is not None \
+                and size.value == 1:
+            return "char"
+    return "data"
+
+
+# -- C spelling of types (what GDB's ptype writes) ----------------------------
+
+def c_type_name(die: DIE | None) -> str:
+    """The C spelling of a type DIE, as GDB prints it (``(type) 0x...``)."""
+    return _decl(die, "", 0)
+
+
+def _array_c_names(die: DIE, levels: int) -> list[str]:
+    """C names of an array type and of each of its sub-array levels, outermost first."""
+    dims = _dims(die) or ["[]"]
+    element = _type_die(die)
+    return [_decl(element, "".join(dims[level:]), 0) for level in range(levels)]
+
+
+def _dims(die: DIE) -> list[str]:
+    dims = []
+    for child in die.iter_children():
+        if child.tag != "DW_TAG_subrange_type":
+            continue
+        count = child.attributes.get("DW_AT_count")
+        upper = child.attributes.get("DW_AT_upper_bound")
+        if count is not None and isinstance(count.value, int):
+            dims.append(f"[{count.value}]")
+        elif upper is not None and isinstance(upper.value, int):
+            dims.append(f"[{upper.value + 1}]")
+        else:
+            dims.append("[]")
+    return dims
+
+
+def _decl(die: DIE | None, inner: str, depth: int) -> str:
+    """A C abstract declarator: the type ``die`` around ``inner`` (``*``, ``[3]``)."""
+    def join(base: str) -> str:
+        return f"{base} {inner}" if inner else base
+
+    if die is None:
+        return join("void")
+    if depth > 32:
+        return join("?")
+    tag = die.tag
+    name = _name(die)
+    if tag in ("DW_TAG_base_type", "DW_TAG_typedef", "DW_TAG_unspecified_type"):
+        return join(name or "?")
+    if tag in ("DW_TAG_structure_type", "DW_TAG_union_type", "DW_TAG_enumeration_type",
+               "DW_TAG_class_type"):
+        word = {"DW_TAG_structure_type": "struct", "DW_TAG_union_type": "union",
+                "DW_TAG_enumeration_type": "enum", "DW_TAG_class_type": "class"}[tag]
+        return join(f"{word} {name}" if name else f"{word} {{...}}")
+    if tag in _QUALIFIERS:
+        quals = [_QUALIFIERS[tag]]
+        target = _type_die(die)
+        while target is not None and target.tag in _QUALIFIERS and depth < 32:
+            quals.append(_QUALIFIERS[target.tag])
+            target = _type_die(target)
+            depth += 1
+        words = " ".join(quals)
+        if target is not None and target.tag == "DW_TAG_pointer_type":   # int * const
+            return _pointer(target, f"* {words}" + (f" {inner}" if inner else ""), depth)
+        return f"{words} " + _decl(target, inner, depth + 1)               # const int
+    if tag in ("DW_TAG_pointer_type", "DW_TAG_reference_type", "DW_TAG_rvalue_reference_type"):
+        mark = "*" if tag == "DW_TAG_pointer_type" else "&"
+        return _pointer(die, mark + inner, depth)
+    if tag == "DW_TAG_array_type":
+        return _decl(_type_die(die), inner + "".join(_dims(die) or ["[]"]), depth + 1)
+    if tag == "DW_TAG_subroutine_type":
+        params = []
+        varargs = False
+        for child in die.iter_children():
+            if child.tag == "DW_TAG_formal_parameter":
+                params.append(_decl(_type_die(child), "", depth + 1))
+            elif child.tag == "DW_TAG_unspecified_parameters":
+                varargs = True
+        if varargs:
+            params.append("...")
+        prototyped = _flag(die, "DW_AT_prototyped")
+        plist = ", ".join(params) if params else ("void" if prototyped else "")
+        return _decl(_type_die(die), f"{inner}({plist})", depth + 1)
+    return join(name or "?")
+
+
+def _pointer(die: DIE, inner: str, depth: int) -> str:
+    target = _type_die(die)
+    if target is not None and target.tag in ("DW_TAG_subroutine_type", "DW_TAG_array_type"):
+        inner = f"({inner})"  # void (*)(int), int (*)[3]
+    return _decl(target, inner, depth + 1)
+
+
 def _uleb(data: list[int]) -> int:
     result = shift = 0
     for byte in data:
@@ -258,6 +503,21 @@ def _uleb(data: list[int]) -> int:
         if not byte & 0x80:
             break
     return result
+
+
+_DWARF_ERRORS = (DWARFError, ELFError, ELFParseError, ValueError, KeyError, IndexError,
+                 struct.error, AttributeError, TypeError, RecursionError)
+
+
+@dataclass(frozen=True)
+class GlobalVariable:
+    """A global (or file-static) variable found in DWARF."""
+
+    name: str
+    type: DwarfType
+    address: int | None   # from DW_AT_location (DW_OP_addr), if it has one
+    external: bool
+    declaration_only: bool
 
 
 def find_global_type(image: ElfImage, name: str) -> DwarfType:
@@ -275,8 +535,9 @@ def find_global_type(image: ElfImage, name: str) -> DwarfType:
                 if "DW_AT_specification" in die.attributes:
                     spec = die.get_DIE_from_attribute("DW_AT_specification")
                     return resolver.resolve(_type_die(spec))
-    except (DWARFError, ELFError, ELFParseError, ValueError, KeyError, IndexError,
-            struct.error) as exc:
+    except InputError:
+        raise
+    except _DWARF_ERRORS as exc:
         raise InputError(f"malformed DWARF: {exc}", path=image.path,
                          remedy="rebuild the ELF, or pass one with intact debug info") from None
     raise InputError(
@@ -286,6 +547,79 @@ def find_global_type(image: ElfImage, name: str) -> DwarfType:
     )
 
 
+def find_global(image: Any, name: str) -> GlobalVariable:
+    """The global variable ``name`` with its full type (typedefs, qualifiers, C names).
+
+    ``image`` is an :class:`~collector.elf.ElfImage` (or anything with
+    ``elf``, a pyelftools ``ELFFile``, and ``path``).  A definition with a
+    location wins over a declaration; an external variable over a
+    file-static one of the same name.
+    """
+    try:
+        dwarf = image.elf.get_dwarf_info()
+        resolver = _Resolver(image, keep=True)
+        best: tuple[int, DIE, DIE] | None = None
+        for cu in dwarf.iter_CUs():
+            top = cu.get_top_DIE()
+            for die in top.iter_children():
+                if die.tag != "DW_TAG_variable":
+                    continue
+                spec = die
+                if _name(die) is None and "DW_AT_specification" in die.attributes:
+                    spec = die.get_DIE_from_attribute("DW_AT_specification")
+                elif _name(die) is None and "DW_AT_abstract_origin" in die.attributes:
+                    spec = die.get_DIE_from_attribute("DW_AT_abstract_origin")
+                if _name(spec) != name:
+                    continue
+                rank = (2 if "DW_AT_location" in die.attributes else 0) + \
+                    (1 if _flag(die, "DW_AT_external") or _flag(spec, "DW_AT_external") else 0)
+                if best is None or rank > best[0]:
+                    best = (rank, die, spec)
+            if best is not None and best[0] == 3:
+                break
+        if best is None:
+            raise InputError(
+                f"no global variable '{name}' in the DWARF",
+                path=image.path,
+                remedy="check the spelling; locals and optimised-away globals have no "
+                       "global entry (build with -g, and keep the variable referenced)",
+            )
+        _, die, spec = best
+        tdie = _type_die(die) if "DW_AT_type" in die.attributes else _type_die(spec)
+        if tdie is None:
+            raise InputError(f"global variable '{name}' has no type in the DWARF",
+                             path=image.path, remedy="rebuild with -g")
+        dtype = resolver.resolve(tdie)
+        return GlobalVariable(name, dtype, _location_address(die),
+                              _flag(die, "DW_AT_external") or _flag(spec, "DW_AT_external"),
+                              "DW_AT_location" not in die.attributes)
+    except InputError:
+        raise
+    except _DWARF_ERRORS as exc:
+        raise InputError(f"malformed DWARF: {exc}", path=image.path,
+                         remedy="rebuild the ELF, or pass one with intact debug info") from None
+
+
+def _flag(die: DIE, name: str) -> bool:
+    attr = die.attributes.get(name)
+    return bool(attr is not None and attr.value)
+
+
+def _location_address(die: DIE) -> int | None:
+    """DW_AT_location if it is exactly DW_OP_addr <address> (DWARF 5, 2.5.1.1)."""
+    attr = die.attributes.get("DW_AT_location")
+    if attr is None or not isinstance(attr.value, list) or not attr.value:
+        return None
+    expr = attr.value
+    if expr[0] != 0x03:  # DW_OP_addr
+        return None
+    size = die.cu["address_size"]
+    if len(expr) != 1 + size:
+        return None
+    little = die.dwarfinfo.config.little_endian
+    return int.from_bytes(bytes(expr[1:]), "little" if little else "big")
+
+
 # -- values -------------------------------------------------------------------
 
 _INT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -293,6 +627,7 @@ _INT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 def decode(dtype: DwarfType, data: bytes, offset: int = 0) -> Any:
     """The value of type ``dtype`` stored at ``data[offset:]`` (little-endian)."""
+    dtype = _strip(dtype)
     if isinstance(dtype, StructType):
         out: dict[str, Any] = {}
         for i, m in enumerate(dtype.members):
@@ -338,6 +673,7 @@ def encode(dtype: DwarfType, value: Any, *, where: str = "value") -> bytes:
 
 
 def _encode_into(dtype: DwarfType, value: Any, buf: bytearray, offset: int, where: str) -> None:
+    dtype = _strip(dtype)
     if isinstance(dtype, StructType):
         if not isinstance(value, dict):
             raise InputError(f"{where} must be a mapping of {dtype.name}'s fields", value=value)
@@ -408,6 +744,7 @@ def _check_int(dtype: DwarfType, value: Any, where: str, *, bits: int) -> int:
 
 
 def _is_signed(dtype: DwarfType) -> bool:
+    dtype = _strip(dtype)
     if isinstance(dtype, BaseType):
         return dtype.encoding in ("signed", "signed_char")
     if isinstance(dtype, EnumType):
