@@ -309,3 +309,66 @@ def decode_command(source: Path, elf: Path | None, target_name: str | None,
         click.echo(format_text(d))
         if i + 1 < len(decoded):
             click.echo()
+
+
+# -- for the timeline and the post-mortem ---------------------------------------------
+
+
+class ElfCrashDecoder:
+    """A :class:`timeline.bundle_events.CrashDecoder`: decodes each crash log in a bundle
+    with the ELF whose build ID the crash names, found under ``search_dirs``.
+
+    Crashes whose build has no ELF on the search path stay undecoded (the
+    report says so); a decode that fails is logged and left out, never raised.
+    """
+
+    def __init__(self, search_dirs: list[Path]) -> None:
+        self.search_dirs = search_dirs
+        self._elves: dict[str, Any] = {}
+        self.missing: set[str] = set()
+
+    def _image(self, build_id: str | None) -> ElfImage | None:
+        if not build_id:
+            return None
+        if build_id not in self._elves:
+            from collector.elf import ElfImage
+            from replay.scenario import find_elf_by_build_id
+
+            path = find_elf_by_build_id(build_id, self.search_dirs)
+            self._elves[build_id] = ElfImage.open_cached(path) if path else None
+            if path is None:
+                self.missing.add(build_id)
+        return self._elves[build_id]
+
+    def __call__(self, crash: Any, *, bundle: Path) -> Any:
+        from collector.evidence import CrashEvidence, MemoryImage
+        from timeline.model import DecodedFault
+
+        image = self._image(crash.build_id)
+        if image is None:
+            return None
+        regs = {k: v for k, v in crash.registers}
+        if not crash.frame_available:
+            for name in ("r0", "r1", "r2", "r3", "r12", "lr", "pc", "xpsr"):
+                regs.pop(name, None)
+        ev = CrashEvidence(source="crashlog", origin=str(bundle), registers=regs,
+                           registers_at="stacked", memory=MemoryImage(elf=image),
+                           fault_name=crash.fault, firmware_version=crash.firmware_version,
+                           build_id=crash.build_id, build_id_origin="crash log")
+        try:
+            d = decode_evidence(ev, image if "pc" in regs else None)
+        except CrashcartError as exc:
+            LOG.warning("%s: crash not decoded: %s", bundle, exc)
+            return None
+        summary = (d.fault or {}).get("summary") or crash.fault or "fault"
+        loc = d.location or {}
+        backtrace = tuple(
+            f"{f.get('function') or '??'} ({(f.get('file') or '??').rsplit('/', 1)[-1]}:"
+            f"{f.get('line') or '?'})" for f in d.frames)
+        explanations = tuple(f"{b['register']}.{b['name']}: {b['meaning']}"
+                             for b in (d.fault or {}).get("bits", []))
+        if not crash.frame_available:
+            explanations += ("the stacked frame was not readable (stacking failed), so there "
+                             "is no faulting PC to symbolize",)
+        return DecodedFault(summary=summary, function=loc.get("function"), file=loc.get("file"),
+                            line=loc.get("line"), backtrace=backtrace, explanations=explanations)

@@ -170,3 +170,19 @@ def test_bad_sources_get_clear_errors(tmp_path):
     empty_dir.mkdir()
     result = run("decode", str(empty_dir))
     assert result.exit_code == 2 and "not a crashcart bundle" in result.output
+
+
+def test_report_and_timeline_decode_crashes_with_the_elf_of_their_build(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "pm.md"
+    result = run("report", str(root / "fixtures" / "incident"), "--elf-path",
+                 str(ELF_DIR), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "where: `adc_read (src/adc.c:92)`" in text
+    assert "CFSR.PRECISERR" in text
+    # Without the ELF the report says the crash is not decoded, and why.
+    result = run("report", str(root / "fixtures" / "incident"), "-o", str(tmp_path / "b.md"))
+    assert "not decoded yet" in (tmp_path / "b.md").read_text() or "no ELF" in result.output
+    md = run("timeline", str(root / "fixtures" / "incident"), "--elf-path", str(ELF_DIR))
+    assert "in adc_read (src/adc.c:92)" in md.output

@@ -28,8 +28,12 @@ FORMATS = ("md", "jsonl", "svg", "html")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="File to write (default: standard output).")
 @click.option("--title", default=None, help="Title of the picture (default: the incident's).")
+@click.option("--elf-path", "elf_path", multiple=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Directory searched for each crash's ELF by build ID, to name the function "
+                   "and line in crash events.  Repeatable; also $CRASHCART_ELF_PATH.")
 def timeline_command(sources: tuple[Path, ...], fmt: str | None, output: Path | None,
-                     title: str | None) -> None:
+                     title: str | None, elf_path: tuple[Path, ...]) -> None:
     """Lay device events, deploys, config pushes and captures on one clock.
 
     SOURCES are incident directories (with incident.yaml), evidence bundle
@@ -53,7 +57,11 @@ def timeline_command(sources: tuple[Path, ...], fmt: str | None, output: Path | 
         fmt = {"markdown": "md", "htm": "html"}.get(suffix, suffix)
         if fmt not in FORMATS:
             fmt = "md"
-    tl, incident = timeline_from_paths(sources)
+    from collector.decode import ElfCrashDecoder
+    from replay.scenario import elf_search_path
+
+    dirs = elf_search_path(elf_path) + [p for p in sources if p.is_dir()]
+    tl, incident = timeline_from_paths(sources, decoder=ElfCrashDecoder(dirs))
     heading = title or (incident.title if incident else "Incident timeline")
     for warning in tl.warnings:
         click.echo(f"crashcart: warning: {warning}", err=True)
@@ -76,10 +84,16 @@ def timeline_command(sources: tuple[Path, ...], fmt: str | None, output: Path | 
               help="Markdown file to write; the picture goes beside it as "
                    "NAME.timeline.svg (default: print the Markdown; the picture is only "
                    "written with -o).")
+@click.option("--elf-path", "elf_path", multiple=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Directory searched (recursively) for the ELF of each crash's build ID, to "
+                   "decode it (function, line, backtrace).  Repeatable; also "
+                   "$CRASHCART_ELF_PATH; the incident directory is always searched.")
 @click.option("--check", "check_only", is_flag=True,
               help="Only check incident.yaml (schema and blameless language); exit 1 on "
                    "findings.")
-def report_command(incident: Path, output: Path | None, check_only: bool) -> None:
+def report_command(incident: Path, output: Path | None, elf_path: tuple[Path, ...],
+                   check_only: bool) -> None:
     """Write the blameless post-mortem for INCIDENT (a directory with incident.yaml).
 
     Sections: Summary, Impact, Detection, Timeline (with the picture), Root
@@ -103,14 +117,21 @@ def report_command(incident: Path, output: Path | None, check_only: bool) -> Non
                               remedy="rephrase them around systems and conditions")
         click.echo(f"{loaded.path}: ok: schema valid, no personal blame found")
         return
+    from collector.decode import ElfCrashDecoder
+    from replay.scenario import elf_search_path
+
+    decoder = ElfCrashDecoder(elf_search_path((*elf_path, loaded.directory)))
     if output is None:
-        report = build_report(loaded)
+        report = build_report(loaded, decoder=decoder)
         sys.stdout.write(report.markdown)
     else:
-        report = write_report(loaded, output)
+        report = write_report(loaded, output, decoder=decoder)
         click.echo(f"{output}: post-mortem written; picture {report.picture_name}", err=True)
     for finding in report.language:
         click.echo(f"crashcart: warning: {loaded.path}:{finding}", err=True)
+    for build_id in sorted(decoder.missing):
+        click.echo(f"crashcart: warning: no ELF with build ID {build_id} under the ELF path: "
+                   "its crashes are not decoded (add --elf-path DIR)", err=True)
 
 
 class _open_output:
