@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,13 +119,15 @@ def read_like_gdb(gdb: GdbRemote, start: int, end: int) -> list[tuple[int, bytes
 
 
 def halt_and_capture(target: Target, elf: Path, config: str, breakpoint: str, *,
-                     physical: bool = True,
-                     extra: tuple[tuple[int, int], ...] = ()) -> HaltedCapture:
+                     physical: bool = True, extra: tuple[tuple[int, int], ...] = (),
+                     after: Callable[[GdbRemote], dict[str, int]] | None = None,
+                     ) -> HaltedCapture:
     """Run ``config`` to ``breakpoint``, ask gdb, then capture the same halted board.
 
     ``physical``: read the MPU guard through QEMU's monitor (as crashcart's
     collector does); otherwise leave out what gdb itself cannot read.
-    ``extra``: further (start, end) ranges to capture.
+    ``extra``: further (start, end) ranges to capture.  ``after(gdb)``, run
+    once everything is captured, may return more registers.
     """
     image = ElfImage.open_cached(elf)
     with SimulatedBoard(target, elf, config=load_config_file(CONFIG_DIR / f"{config}.yaml"),
@@ -147,6 +150,8 @@ def halt_and_capture(target: Target, elf: Path, config: str, breakpoint: str, *,
                 else:
                     regions += [(lo, data, name) for lo, data in read_like_gdb(gdb, start, end)]
             assert gdb.writes == [] and gdb.register_writes == []
+            if after is not None:
+                registers.update(after(gdb))
     return HaltedCapture(live, registers, regions)
 
 
