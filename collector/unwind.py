@@ -64,6 +64,7 @@ ARCHES = ("armv6-m", "armv7-m", "armv7e-m", "armv8-m.base", "armv8-m.main")
 SP, LR, PC = 13, 14, 15
 SHF_EXECINSTR = 0x4
 SCAN_LIMIT_BYTES = 16 * 1024  # how far up the stack a scan looks for one return address
+SCAN_GAP_BYTES = 1024  # uncaptured memory a scan may step over at its start (a guard's rest)
 CFSR_STACKING = {4: "MSTKERR", 12: "STKERR"}  # ARMv7-M ARM B3.2.15: stacking failed
 CFSR_LAZY = {5: "MLSPERR", 13: "LSPERR"}
 
@@ -233,6 +234,7 @@ class _State:
     interrupted: bool  # pc is the interrupted instruction (not a return address)
     exception: dict[str, Any] | None = None
     complete: bool = False  # all registers known (lr meaningful for a leaf)
+    used_return: int | None = None  # "lr" frames: the return address already followed
 
 
 class _Unwinder:
@@ -451,6 +453,9 @@ class _Unwinder:
         caller_regs[PC] = pc
         if cfa is None:
             caller_regs.pop(SP, None)
+        if how == "lr":  # the callee may have saved lr: a scan from here must skip that copy
+            return _State(pc, cfa, {SP: cfa} if cfa is not None else {}, how, False,
+                          used_return=ra)
         return _State(pc, cfa, caller_regs, how, False)
 
     def _step_cfi(self, state: _State, row: _Row) -> _State:
@@ -760,13 +765,22 @@ class _Unwinder:
         if state.sp is None:
             raise _Stop(why + "; no stack pointer to scan from")
         try:
-            found = self._scan(state.sp)
+            found = self._scan(state.sp, skip=state.used_return, via=state)
         except _Stop as s:
             raise _Stop(f"{why}; {s.reason}") from None
         self.warnings.append(f"{why}: frame {found.pc:#010x} found by a stack scan")
         return found
 
-    def _scan(self, start: int) -> _State:
+    def _scan(self, start: int, *, skip: int | None = None, via: _State | None = None) -> _State:
+        """The first word at or above ``start`` that is a return address.
+
+        A Thumb return address (bit 0 set) counts when the instruction before
+        it is a call.  An EXC_RETURN value counts too (when ``via`` is given):
+        a handler that pushed lr on entry keeps it right below the SP it was
+        entered with, so the exception frame is crossed from there.  ``skip``
+        is a return address the walk already followed (from lr); its first
+        copy on the stack is where the callee saved it, not another frame.
+        """
         address = (start + 3) & ~3
         end = address + SCAN_LIMIT_BYTES
         read_any = False
@@ -775,16 +789,32 @@ class _Unwinder:
             if word is None:
                 if read_any:
                     raise _Stop(f"stack scan ran out of captured memory at 0x{address:08x}")
+                if address - start >= SCAN_GAP_BYTES:
+                    end = address
+                    break
                 address += 4
                 continue
             read_any = True
-            if word & 1 and self._after_call(word & ~1):
+            if skip is not None and word == skip:
+                skip = None
+            elif word & 1 and self._after_call(word & ~1):
                 return _State(word & ~1, address + 4, {PC: word & ~1, SP: address + 4,
                                                          LR: word}, "scan", False)
+            elif via is not None and _is_exc_return(word, self.arch) and self._valid_exc(word):
+                self.warnings.append(f"stack scan: EXC_RETURN 0x{word:08x} at 0x{address:08x}, "
+                                     "taken as the handler's saved lr")
+                return self._cross_exc_return(via, word, address + 4)
             address += 4
         if not read_any:
             raise _Stop(f"stack scan: no captured memory at 0x{start:08x}..0x{end:08x}")
         raise _Stop(f"stack scan found no return address in 0x{start:08x}..0x{end:08x}")
+
+    def _valid_exc(self, value: int) -> bool:
+        try:
+            decode_exc_return(value, self.arch)
+        except CrashcartError:
+            return False
+        return True
 
     def _after_call(self, ret: int) -> bool:
         """Is the instruction before ``ret`` a BL (4 bytes) or BLX Rm (2 bytes)?"""
