@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
+
 from collector.evidence import CORE_REGISTERS, PF_W, CrashEvidence
 from crashcart.errors import InputError
 
@@ -387,3 +389,42 @@ def _writable_test(elf_image: ElfImage) -> Callable[[int, int], bool]:
         return not any(lo <= start and start + size <= hi for lo, hi, _ in readonly)
 
     return writable
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+@click.command("core")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--elf", "elf_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The firmware ELF of the build that crashed.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Core file to write.")
+@click.option("--crash", "crash_number", type=click.IntRange(1, None), default=None,
+              help="Which crash of SOURCE (1 = first); needed when it holds several.")
+@click.option("--target", "target_name", metavar="NAME|FILE", default=None,
+              help="Target description, for console logs with the target's own crash markers.")
+def core_command(source: Path, elf_path: Path, output: Path, crash_number: int | None,
+                 target_name: str | None) -> None:
+    """Write the crash in SOURCE as an ELF core file: gdb-multiarch ELF CORE.
+
+    The core holds r0-r15 and xPSR and the captured memory; see
+    docs/gdb-interop.md for what gdb can and cannot see in it.
+    """
+    from collector.elf import ElfImage
+    from collector.gdbserver import pick_crash
+    from collector.sources import load_evidence
+
+    target = None
+    if target_name is not None:
+        from targets import load_target
+
+        target = load_target(target_name)
+    image = ElfImage(elf_path)
+    evidence = pick_crash(load_evidence(source, image, target), crash_number, source)
+    result = write_core(evidence, image, output)
+    missing = f"; not in the evidence (zero in the core): {', '.join(result.missing_registers)}" \
+        if result.missing_registers else ""
+    click.echo(f"{output}: core with {len(result.segments)} memory segment(s), "
+               f"{result.size_bytes} bytes{missing}; open it with: "
+               f"gdb-multiarch {elf_path} {output}")

@@ -347,3 +347,23 @@ def test_crash_log_evidence_gets_its_sp_from_exc_return(image, elf_100, tmp_path
         "#0  0x000001bc in adc_read (ch=<optimized out>, gain_index=<optimized out>, "
         "timeout_ms=10) at src/adc.c:92\n")
     assert f"0x{regs['sp']:x}" in run.sections["sp"]
+
+
+def test_core_command_writes_a_core_gdb_opens(elf_100, tmp_path):
+    from click.testing import CliRunner
+
+    from collector.corefile import core_command
+
+    from .conftest import ROOT
+
+    log = ROOT / "fixtures" / "incident" / "evidence" / "node-1" / "serial" / "console.raw"
+    out = tmp_path / "crash.core"
+    result = CliRunner().invoke(core_command, [str(log), "--elf", str(elf_100), "--crash", "1",
+                                               "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"gdb-multiarch {elf_100} {out}" in result.output
+    run = run_gdb(str(elf_100), str(out), commands=("echo @@bt\\n", "bt 1", "echo @@end\\n"))
+    assert run.sections["bt"].startswith("#0  0x000001bc in adc_read (")
+    several = CliRunner().invoke(core_command, [str(log), "--elf", str(elf_100), "-o", str(out)])
+    assert isinstance(several.exception, InputError)
+    assert "pick one with --crash N" in str(several.exception)
