@@ -20,7 +20,7 @@ there is, and every frame says which one (``UnwoundFrame.how``):
     value (B1.5.8): the frame is then on the stack EXC_RETURN selects.
 ``lr``
     No unwind information covers the callee's pc, but its registers are
-    complete (the first frame, or one unstacked by an exception): the
+    live (the first frame, or one unstacked by an exception): the
     callee is taken as a leaf function and the caller is at ``lr``.  This is
     how GDB gets out of a jump to address 0.
 ``scan``
@@ -233,7 +233,7 @@ class _State:
     how: str
     interrupted: bool  # pc is the interrupted instruction (not a return address)
     exception: dict[str, Any] | None = None
-    complete: bool = False  # all registers known (lr meaningful for a leaf)
+    lr_live: bool = False  # lr is this frame's own (first frame, exception frame): leaf rule
     used_return: int | None = None  # "lr" frames: the return address already followed
 
 
@@ -312,8 +312,7 @@ class _Unwinder:
                 dregs.pop(SP, None)
             else:
                 dregs[SP] = sp
-        complete = all(n in dregs for n in range(16))
-        return _State(regs["pc"] & ~1, sp, dregs, "registers", True, exception, complete)
+        return _State(regs["pc"] & ~1, sp, dregs, "registers", True, exception, LR in dregs)
 
     def _stacked_sp(self, regs: dict[str, int]) -> tuple[int | None, dict[str, Any] | None]:
         """For registers a crash log stated: the sp before the exception, if it can be known."""
@@ -403,9 +402,9 @@ class _Unwinder:
         lookup = state.pc if state.interrupted else max(state.pc - 1, 0)
         if state.how == "registers" and not self._is_code(state.pc):
             note = f"pc 0x{state.pc:08x} is outside the firmware's code"
-            if state.complete and self._is_code(state.regs.get(LR, 0) & ~1):
+            if state.lr_live and self._is_code(state.regs.get(LR, 0) & ~1):
                 self.warnings.append(note + ": continuing from lr")
-            elif state.regs.get(LR, 0) >> 28 == 0xF and state.complete:
+            elif state.lr_live and _is_exc_return(state.regs.get(LR, 0), self.arch):
                 self.warnings.append(note + ": lr is an EXC_RETURN value")
             else:
                 return self._scan_or_stop(state, note)
@@ -435,7 +434,7 @@ class _Unwinder:
                                           f"not captured: {err.message}")
             except _CfiError as err:
                 return self._scan_or_stop(state, f".ARM.exidx at 0x{lookup:08x}: {err}")
-        if state.complete and LR in state.regs:
+        if state.lr_live and LR in state.regs:
             return self._return_to(state, state.regs[LR], state.sp, dict(state.regs), "lr")
         return self._scan_or_stop(state, f"no unwind information for 0x{state.pc:08x}")
 
@@ -567,8 +566,7 @@ class _Unwinder:
         pc = caller.get(PC, unpacked.pc)
         caller[SP] = cfa
         caller[PC] = pc & ~1
-        complete = all(n in caller for n in range(16))
-        return _State(pc & ~1, cfa, caller, "exception-frame", True, info, complete)
+        return _State(pc & ~1, cfa, caller, "exception-frame", True, info, LR in caller)
 
     def _infer_exc_return(self, info: dict[str, Any], xpsr: int, frame_address: int,
                           handler_sp: int | None) -> None:
@@ -651,8 +649,7 @@ class _Unwinder:
         assert sp is not None
         caller[SP] = sp
         caller[PC] = unpacked.pc & ~1
-        complete = all(n in caller for n in range(16))
-        return _State(unpacked.pc & ~1, sp, caller, "exception-frame", True, info, complete)
+        return _State(unpacked.pc & ~1, sp, caller, "exception-frame", True, info, True)
 
     def _exception_info(self, exc: ExcReturn | None, exc_return: int | None, source: str | None,
                         frame_address: int, found_by: str) -> dict[str, Any]:

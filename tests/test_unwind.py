@@ -70,7 +70,7 @@ def gdb(port: int, *commands: str, elf: Path = ELF) -> str:
 
 def gdb_rows(text: str) -> tuple[list[tuple[str, str | None, int | None]], str | None]:
     """``bt`` output as (function, file, line) rows, and gdb's 'Backtrace stopped' reason."""
-    rows = []
+    rows: list[tuple[str, str | None, int | None]] = []
     stopped = None
     for line in text.splitlines():
         m = GDB_FRAME.match(line.strip())
