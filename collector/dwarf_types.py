@@ -20,10 +20,12 @@ DW_AT_bit_offset), 5.6 (enumerations), 5.13 (array subranges).
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from elftools.common.exceptions import DWARFError, ELFError, ELFParseError
+from elftools.construct.core import ConstructError
 
 from crashcart.errors import InputError
 
@@ -505,8 +507,14 @@ def _uleb(data: list[int]) -> int:
     return result
 
 
-_DWARF_ERRORS = (DWARFError, ELFError, ELFParseError, ValueError, KeyError, IndexError,
-                 struct.error, AttributeError, TypeError, RecursionError)
+# What pyelftools raises on damaged input besides its own exceptions: its
+# bundled construct's errors, assertions (an address_size of 0 in a unit
+# header), and the builtins its parsers trip over.
+DWARF_READ_ERRORS: tuple[type[BaseException], ...] = (
+    DWARFError, ELFError, ELFParseError, ConstructError, AssertionError, ValueError, KeyError,
+    IndexError, struct.error, zlib.error, AttributeError, TypeError, OverflowError,
+    RecursionError)
+_DWARF_ERRORS = DWARF_READ_ERRORS
 
 
 @dataclass(frozen=True)

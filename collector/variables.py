@@ -26,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from elftools.common.exceptions import DWARFError, ELFError, ELFParseError
 from elftools.elf.sections import SymbolTableSection
 
 from collector.dwarf_types import (
+    DWARF_READ_ERRORS,
     ArrayType,
     BaseType,
     DwarfType,
@@ -471,8 +471,7 @@ class SymbolNamer:
                     if kind == "STT_FUNC":
                         address &= ~1  # Thumb bit (ELF for the Arm Architecture, 5.5.3)
                     by_index[shndx].append((address, name, sym["st_size"]))
-        except (ELFError, ELFParseError, DWARFError, ValueError, KeyError, IndexError,
-                AttributeError, TypeError, struct.error) as exc:
+        except DWARF_READ_ERRORS as exc:
             LOG.warning("symbol table unreadable, pointers shown without symbols: %s", exc)
             return cls([])
         for _, _, _, syms in sections:
