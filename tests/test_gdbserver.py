@@ -314,12 +314,14 @@ def test_gdb_cannot_access_what_was_not_captured(image, elf_100, serve, caplog):
         run = run_gdb(str(elf_100), commands=(
             f"target remote 127.0.0.1:{server.port}", "echo @@x\\n", "x/4xb 0x20000100",
             "x/xw 0x30000000", "echo @@set\\n", "set var device_config.node_id = 5",
-            "echo @@cont\\n", "continue", "echo @@end\\n"))
+            "echo @@cont\\n", "continue", "step", "echo @@end\\n"), timeout_s=30)
         assert server.wait() == "detach"  # batch gdb detaches when it quits (qAttached: 1)
     assert "0x20000100 <afe_regs+32>:\t0xaa\t0xaa\t0xaa\t0xaa" in run.sections["x"]
     assert "Cannot access memory at address 0x30000000" in run.stderr
     assert "Cannot access memory at address 0x20000024" in run.stderr  # the write
     assert CANNOT_RUN.strip() in run.stdout + run.stderr
+    # 'step' ends at once (SIGSTOP): with SIGTRAP gdb would single-step forever.
+    assert "Program received signal SIGSTOP" in run.sections["cont"]
     assert any("gdb read 0x30000000 (4 bytes): not captured" in r.getMessage()
                for r in caplog.records)
 
