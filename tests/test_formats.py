@@ -180,6 +180,16 @@ def test_zephyr_log_with_coredump_gets_memory_sp_and_callee_registers():
     assert ev.extra["coredump"]["arch_version"] == 2
 
 
+def test_zephyr_log_keeps_a_coredump_without_a_print_as_its_own_crash():
+    dump = (FIXTURES / "zephyr-coredump-v1.log").read_text()
+    text = dump + (FIXTURES / "zephyr-usagefault.log").read_text()
+    assert sniff(text) == "zephyr-log"
+    first, second = parse(text)
+    assert first.source == "zephyr-coredump" and first.registers["pc"] == BUS["stacked"]["pc"]
+    assert second.source == "zephyr-log" and second.fault_name == "UsageFault"
+    assert not second.memory.regions  # the dump before the print is not merged into it
+
+
 def test_short_form_fault_dump():
     text = ("Fault! EXC #5\nMMFSR: 0x0, BFSR: 0x82, UFSR: 0x0\n"
             "r0/a1:  0x00000001  r1/a2:  0x00000002  r2/a3:  0x00000003\n"

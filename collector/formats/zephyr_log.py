@@ -179,7 +179,8 @@ def parse_zephyr_log(text: str, origin: str = "<text>", *,
     lines = split_lines(text)
     crashes = _segment(lines, origin)
     streams = zephyr_coredump.find_streams(lines)
-    out: list[CrashEvidence] = []
+    out: list[tuple[int, CrashEvidence]] = []
+    attached: set[int] = set()
     bounds = [c.start for c in crashes[1:]] + [len(lines)]
     for index, crash in enumerate(crashes):
         problem = crash.missing()
@@ -196,11 +197,19 @@ def parse_zephyr_log(text: str, origin: str = "<text>", *,
         lower = crashes[index - 1].end if index else 0
         upper = bounds[index]
         evidence = crash.evidence(lines, origin, lower, upper)
-        mine = [s for s in streams if crash.end - 1 <= s.begin_line < upper]
-        for stream in mine:
-            zephyr_coredump.merge_stream(evidence, stream, origin, partial_ok=partial_ok)
-        out.append(evidence)
-    return out
+        for number, stream in enumerate(streams):
+            if crash.end - 1 <= stream.begin_line < upper:
+                zephyr_coredump.merge_stream(evidence, stream, origin, partial_ok=partial_ok)
+                attached.add(number)
+        out.append((crash.start, evidence))
+    # A coredump with no fatal-error print before it is a crash of its own.
+    for number, stream in enumerate(streams):
+        if number not in attached:
+            evidence = zephyr_coredump.stream_evidence(stream, origin, partial_ok=partial_ok)
+            evidence.console_lines, evidence.crash_line = context_window(
+                lines, stream.begin_line, stream.last_line + 1, 0, len(lines))
+            out.append((stream.begin_line, evidence))
+    return [evidence for _, evidence in sorted(out, key=lambda item: item[0])]
 
 
 # -- segmentation -------------------------------------------------------------
