@@ -374,7 +374,7 @@ def _describe(die: DIE, depth: int = 0) -> str:
     name = _name(die)
     if name:
         prefix = {"DW_TAG_structure_type": "struct ", "DW_TAG_union_type": "union ",
-                  "DW_TAG_enumeration_type": "enum "}.get(die.tag, "")
+                  "DW_TAG_enumeration_type": "enum "}.get(str(die.tag), "")
         return prefix + name
     if depth < 8 and die.tag in ("DW_TAG_const_type", "DW_TAG_volatile_type", "DW_TAG_pointer_type"):
         inner = _type_die(die)
@@ -649,8 +649,8 @@ def decode(dtype: DwarfType, data: bytes, offset: int = 0) -> Any:
         return out
     if isinstance(dtype, ArrayType):
         if isinstance(dtype.element, BaseType) and dtype.element.encoding.endswith("char"):
-            raw = data[offset : offset + dtype.count]
-            return raw.split(b"\0", 1)[0].decode("latin-1")
+            text = data[offset : offset + dtype.count]
+            return text.split(b"\0", 1)[0].decode("latin-1")
         return [decode(dtype.element, data, offset + i * dtype.element.size)
                 for i in range(dtype.count)]
     if isinstance(dtype, EnumType):
@@ -709,10 +709,10 @@ def _encode_into(dtype: DwarfType, value: Any, buf: bytearray, offset: int, wher
         if isinstance(value, int) and not isinstance(value, bool) and value == 0:
             return  # zero-fill
         if isinstance(value, str) and isinstance(dtype.element, BaseType):
-            raw = value.encode("latin-1", "replace")
-            if len(raw) > dtype.count:
+            encoded = value.encode("latin-1", "replace")
+            if len(encoded) > dtype.count:
                 raise InputError(f"{where}: string longer than {dtype.count} bytes", value=value)
-            buf[offset : offset + len(raw)] = raw
+            buf[offset : offset + len(encoded)] = encoded
             return
         if not isinstance(value, list) or len(value) > dtype.count:
             raise InputError(f"{where} must be a list of at most {dtype.count} items", value=value)

@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 import math
 import struct
+import weakref
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from elftools.elf.sections import SymbolTableSection
 
@@ -256,7 +257,6 @@ class _Builder:
             data = self.fetch(address, t.size)
         elem = t.element
         esize = strip(elem).size
-        etname = elem.c_name or elem.name
         string = None
         textual = _textual(strip(elem))
         if textual and data is not None:
@@ -425,7 +425,7 @@ class SymbolNamer:
     used only in code.  An address in no allocated section has no name.
     """
 
-    _cache: dict[int, SymbolNamer] = {}
+    _cache: ClassVar[weakref.WeakKeyDictionary[Any, SymbolNamer]] = weakref.WeakKeyDictionary()
 
     def __init__(self, sections: list[tuple[int, int, bool, list[tuple[int, str, int]]]]) -> None:
         self._sections = sorted(sections, key=lambda s: s[0])
@@ -433,12 +433,11 @@ class SymbolNamer:
 
     @classmethod
     def for_image(cls, image: ElfImage) -> SymbolNamer:
-        key = id(image)
-        namer = cls._cache.get(key)
-        if namer is None or getattr(namer, "_image", None) is not image:
+        """The namer of ``image``, built once per image."""
+        namer = cls._cache.get(image)
+        if namer is None:
             namer = cls.from_elf(image)
-            namer._image = image  # type: ignore[attr-defined]
-            cls._cache[key] = namer
+            cls._cache[image] = namer
         return namer
 
     @classmethod
@@ -498,7 +497,7 @@ class SymbolNamer:
         best_zero = None
         chosen = None
         while hi >= 0:
-            sym_address, name, size = syms[hi]
+            size = syms[hi][2]
             if size == 0:
                 if best_zero is None:
                     best_zero = syms[hi]
@@ -677,7 +676,8 @@ def gdb_float(number: float, raw: bytes | None, size: int) -> str:
         return ("-" if negative else "") + f"nan(0x{mantissa:x})"
     if math.isinf(number):
         return "-inf" if number < 0 else "inf"
-    return "%.*g" % (9 if size == 4 else 17, number)
+    digits = 9 if size == 4 else 17
+    return f"{number:.{digits}g}"
 
 
 def json_value(value: Value) -> dict[str, Any]:
@@ -685,6 +685,17 @@ def json_value(value: Value) -> dict[str, Any]:
     return value.to_json()
 
 
-__all__ = ["Value", "SymbolNamer", "read_variable", "value_of", "render", "gdb_string",
-           "gdb_float", "char_literal", "json_value", "TypedefType", "QualifiedType",
-           "FunctionType"]
+__all__ = [
+    "FunctionType",
+    "QualifiedType",
+    "SymbolNamer",
+    "TypedefType",
+    "Value",
+    "char_literal",
+    "gdb_float",
+    "gdb_string",
+    "json_value",
+    "read_variable",
+    "render",
+    "value_of",
+]

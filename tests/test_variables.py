@@ -293,7 +293,7 @@ def test_big_endian_bitfields_decode_like_gdb(tmp_path):
             sections = [s for s in efile.iter_sections()
                         if s["sh_flags"] & SHF_ALLOC and s["sh_type"] != "SHT_NOBITS"]
 
-            def fetch(address: int, size: int) -> bytes | None:
+            def fetch(address: int, size: int, sections=sections) -> bytes | None:
                 for sec in sections:
                     if sec["sh_addr"] <= address and address + size <= sec["sh_addr"] + \
                             sec["sh_size"]:
@@ -449,8 +449,8 @@ def test_gdb_string_rules():
 
 @pytest.mark.qemu
 def test_live_board_variables_match_gdb(target, elf_100):
-    from collector.gdbremote import GdbRemote
     from collector.device_config import load_config_file
+    from collector.gdbremote import GdbRemote
     from replay.sim import SimulatedBoard
 
     if GDB is None:
