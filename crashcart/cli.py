@@ -31,6 +31,7 @@ Exit status:
 # `crashcart --help` and quick commands stay fast.
 LAZY_COMMANDS: dict[str, str] = {
     "collect": "collector.collect_cli:collect_command",
+    "core": "collector.corefile:core_command",
     "decode": "collector.decode:decode_command",
     "gdbserver": "collector.gdbserver:gdbserver_command",
     "symbolize": "collector.symbolize:symbolize_command",
@@ -180,19 +181,20 @@ def sim_run(target_name: str, firmware: Path, config_file: Path | None, time_lim
 @cli.command(epilog=EXIT_STATUS_HELP)
 @click.option("--out", "out_dir", default="crashcart-demo", show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for transcripts and results.")
-@click.option("--time-limit", default="1s", show_default=True, metavar="DURATION",
-              help="Virtual time per run.")
-def demo(out_dir: Path, time_limit: str) -> None:
-    """Run the main job on the simulated board (no hardware needed).
+              help="Directory for everything the demo writes (replaced on the next run).")
+def demo(out_dir: Path) -> None:
+    """Run the main job on a simulated fleet: one whole incident, no hardware.
 
-    Boots the fixture sensor-node firmware 1.0.0 and 1.0.1 with the default
-    config and each planted bug's trigger config, shows each crash, and
-    which bugs 1.0.1 fixes.
+    A config push makes three of four simulated boards (QEMU, fixture
+    firmware 1.0.0) fail in different ways.  crashcart collects (serial
+    and SWD through pyocd), decodes, lays the timeline, extracts replay
+    scenarios, minimizes the config change, bisects the builds, verifies
+    the action items against 1.0.1 and writes the post-mortem.  Every
+    step is the crashcart command a user would type, shown as it runs.
     """
     from crashcart.demo import run_demo
 
-    run_demo(out_dir, click.echo, time_limit_ns=parse_duration_ns(time_limit, what="--time-limit"))
+    run_demo(out_dir, click.echo)
 
 
 @sim.command("serve", epilog=EXIT_STATUS_HELP)
@@ -232,7 +234,7 @@ def sim_serve(target_name: str, firmware: Path, config_file: Path | None, time_l
     board = SimulatedBoard(target, firmware, config=config,
                            config_source=str(config_file) if config_file else None,
                            time_limit_ns=parse_duration_ns(time_limit), console=False, gdb=True,
-                           allow_resets=resets, wall_limit_s=10 * 365 * 86400.0)
+                           allow_resets=resets, wall_limit_s=10 * 365 * 86400.0, realtime=True)
     import signal
 
     def on_term(signum: int, frame: object) -> None:

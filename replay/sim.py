@@ -197,6 +197,7 @@ class SimulatedBoard:
         console: bool = True,
         gdb: bool = False,
         wall_limit_s: float | None = None,
+        realtime: bool = False,
         on_output: Callable[[bytes], None] | None = None,
     ) -> None:
         if target.simulator is None:
@@ -215,6 +216,10 @@ class SimulatedBoard:
         self.allow_resets = allow_resets
         self.want_console = console
         self.want_gdb = gdb
+        # -icount sleep=on: when the guest idles (WFI), virtual time waits for
+        # the host clock, so uptimes track wall time as on a real board (for a
+        # board on the "bench"); off (the default) runs as fast as QEMU can.
+        self.realtime = realtime
         self.on_output = on_output
         shift = target.simulator.qemu.icount_shift
         self.ns_per_instruction = 1 << shift
@@ -405,7 +410,7 @@ class SimulatedBoard:
             "-display", "none",
             "-net", "none",
             "-S",
-            "-icount", f"shift={q.icount_shift},align=off,sleep=off",
+            "-icount", f"shift={q.icount_shift},align=off,sleep={'on' if self.realtime else 'off'}",
             "-plugin", f"{plugin},limit={self.instruction_limit},out={self.workdir / 'vclock.txt'}",
             "-qmp", f"unix:{self.workdir / 'qmp.sock'},server=on,wait=off",
             "-action", "reboot=shutdown,shutdown=pause",
