@@ -36,14 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fuzz_elf import mutate  # noqa: E402
+from fuzz_elf import mutate
 
-from collector.buildid import check_build_id  # noqa: E402
-from collector.dwarf_types import decode, encode, find_global, find_global_type  # noqa: E402
-from collector.elf import ElfImage  # noqa: E402
-from collector.evidence import MemoryImage  # noqa: E402
-from collector.variables import read_variable  # noqa: E402
-from crashcart.errors import InputError  # noqa: E402
+from collector.buildid import check_build_id
+from collector.dwarf_types import decode, encode, find_global, find_global_type
+from collector.elf import ElfImage
+from collector.evidence import MemoryImage
+from collector.variables import read_variable
+from crashcart.errors import InputError
 
 FINDINGS = ROOT / "bench" / "out" / "fuzz-findings"
 DEFAULT_ELFS = [ROOT / "fixtures" / "firmware" / "elf" / "sensor-node-1.0.0.elf",

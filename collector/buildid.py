@@ -41,7 +41,7 @@ LOG = logging.getLogger(__name__)
 
 MIN_PREFIX_DIGITS = 8
 NT_GNU_BUILD_ID = 3
-_FIRMWARE_LINE = re.compile(r"^\s*firmware:\s+\S+\s+build-id\s+([0-9A-Fa-f]+)\s*$", re.M)
+_FIRMWARE_LINE = re.compile(r"^\s*firmware:\s+\S+\s+build-id\s+([0-9A-Fa-f]+)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,7 @@ class BuildIdCheck:
 def normalize_build_id(text: str, *, what: str = "build ID") -> str:
     """Lowercase hex without ``0x``, spaces or colons; an error if it is not hex."""
     cleaned = text.strip().lower()
-    if cleaned.startswith("0x"):
-        cleaned = cleaned[2:]
+    cleaned = cleaned.removeprefix("0x")
     cleaned = cleaned.replace(":", "").replace(" ", "").replace("-", "")
     if not cleaned or any(c not in string.hexdigits for c in cleaned):
         raise InputError(f"{what} is not hexadecimal", value=text,

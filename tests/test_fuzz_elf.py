@@ -29,7 +29,7 @@ from crashcart.errors import InputError
 from .conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
-from fuzz_dwarf import check, damage, global_names  # noqa: E402
+from fuzz_dwarf import check, damage, global_names
 
 ID_100 = "bfab02d3b0aba74d85a7f02dea71cec2015f8e6f"
 OBJCOPY = shutil.which("arm-none-eabi-objcopy")
