@@ -490,3 +490,21 @@ def test_live_board_variables_match_gdb(target, elf_100):
     assert "reason = 3" in ours["crash_record"]  # BUSFAULT
     assert "adc_channel = 6 '\\006'" in ours["device_config"]
     assert ours == theirs
+
+
+@pytest.mark.toolchain
+@needs_tools
+def test_the_variants_cover_both_bitfield_encodings(elfs):
+    """DWARF 5 uses DW_AT_data_bit_offset, the others DWARF 2's DW_AT_bit_offset."""
+    def forms(path: Path) -> set[str]:
+        found = set()
+        with path.open("rb") as f:
+            for cu in ELFFile(f).get_dwarf_info().iter_CUs():
+                for die in cu.iter_DIEs():
+                    found.update(a for a in die.attributes
+                                 if a in ("DW_AT_data_bit_offset", "DW_AT_bit_offset"))
+        return found
+
+    assert forms(elfs["O2-dwarf5"]) == {"DW_AT_data_bit_offset"}
+    assert forms(elfs["O0-dwarf2-strict"]) == {"DW_AT_bit_offset"}
+    assert forms(elfs["O2-dwarf4"]) == {"DW_AT_bit_offset"}
