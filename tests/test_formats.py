@@ -363,7 +363,7 @@ class ZephyrCoredumpLogFile:
         self.log_hdr: dict | None = None
         self.arch_data: dict | list = []
         self.memory_regions: list[dict] = []
-        self.threads_metadata = {"hdr_ver": None, "data": None}
+        self.threads_metadata: dict[str, object] = {"hdr_ver": None, "data": None}
 
     def parse(self) -> bool:
         hdr = self.fd.read(struct.calcsize(self.HDR))
@@ -531,6 +531,14 @@ def test_cmbacktrace_two_prints_and_old_addr2line_line():
     assert parse(old)[0].extra["call_stack"] == first.extra["call_stack"]
 
 
+def test_cmbacktrace_with_log_tags_and_timestamps():
+    lines = (FIXTURES / "cmbacktrace-thread.log").read_text().splitlines()
+    tagged = "\n".join(f"12:00:00.{n:03d} [E/cmb] {line}" for n, line in enumerate(lines))
+    (ev,) = parse(tagged)
+    assert ev.registers == one("cmbacktrace-thread.log").registers
+    assert ev.memory.regions == one("cmbacktrace-thread.log").memory.regions
+
+
 def test_cmbacktrace_assert_has_stack_and_call_stack_but_no_registers():
     text = ("Firmware name: fw, hardware version: v1, software version: 2.0\n"
             "Assert on thread worker\n===== Thread stack information =====\n"
@@ -624,19 +632,21 @@ def _survives(call, *args) -> None:
 @given(mutated_lines(ZEPHYR_LINES))
 def test_fuzz_zephyr_log(text):
     _survives(zephyr_log.parse_zephyr_log, text, "fuzz.log")
+    _survives(lambda t: zephyr_log.parse_zephyr_log(t, "fuzz.log", partial_ok=True), text)
 
 
 @FUZZ
 @given(mutated_lines(CMB_LINES))
 def test_fuzz_cmbacktrace(text):
     _survives(cmbacktrace.parse_cmbacktrace, text, "fuzz.log")
+    _survives(lambda t: cmbacktrace.parse_cmbacktrace(t, "fuzz.log", partial_ok=True), text)
 
 
 @FUZZ
 @given(mutated_lines(CD_LINES))
 def test_fuzz_coredump_log(text):
     _survives(zephyr_coredump.parse_cd_log, text, "fuzz.log")
-    _survives(zephyr_coredump.parse_cd_log, text, "fuzz.log")
+    _survives(lambda t: zephyr_coredump.parse_cd_log(t, "fuzz.log", partial_ok=True), text)
 
 
 @FUZZ
@@ -645,7 +655,7 @@ def test_fuzz_coredump_log(text):
                      lambda t: DUMP[:t[0]] + t[1] + DUMP[t[0] + len(t[1]):])))
 def test_fuzz_binary_coredump(data):
     _survives(parse, data)
-    _survives(zephyr_coredump.decode_coredump, data, "fuzz.bin", )
+    _survives(zephyr_coredump.decode_coredump, data, "fuzz.bin")
     _survives(lambda d: zephyr_coredump.decode_coredump(d, "fuzz.bin", partial_ok=True), data)
 
 

@@ -232,6 +232,10 @@ def _runs(words: list[tuple[int, int]]) -> list[tuple[int, bytes]]:
     return [(start, bytes(data)) for start, data in runs]
 
 
+# RT-Thread ulog / EasyLogger tag before cmb_println's text: "[E/cmb] ", "E/cmb ".
+_TAG_PREFIX = re.compile(r"^(?:\[[VADIWE]/[^\]]{1,32}\]\s?|[VADIWE]/\w{1,32}\s+)")
+
+
 def _segment(lines: list[str], origin: str) -> list[_Print]:
     prints: list[_Print] = []
     current: _Print | None = None
@@ -244,7 +248,7 @@ def _segment(lines: list[str], origin: str) -> list[_Print]:
             current = None
 
     for number, raw in enumerate(lines):
-        message = message_of(raw).strip()
+        message = _TAG_PREFIX.sub("", message_of(raw).strip(), count=1).strip()
         if not message:
             continue
         line = number + 1
