@@ -54,6 +54,7 @@ LOG = logging.getLogger(__name__)
 
 PRINT_ELEMENTS = 200      # GDB "set print elements"
 REPEAT_THRESHOLD = 10     # GDB "set print repeats"
+MAX_VALUES = 100_000      # array elements built per variable, over all nesting levels
 SHF_ALLOC = 0x2
 SHF_EXECINSTR = 0x4
 
@@ -178,6 +179,9 @@ class _Builder:
         self.order: Any = "little" if little_endian else "big"
         self.little = little_endian
         self.max_elements = max(1, max_elements)
+        # Nested arrays multiply: [100][100][100] would be 200 x 200 x 200
+        # printed elements.  Past this many values, arrays stop (truncated).
+        self.budget = MAX_VALUES
 
     def fetch(self, address: int, size: int) -> bytes | None:
         if size <= 0:
@@ -267,7 +271,8 @@ class _Builder:
         # GDB valprint.c value_print_array_elements: runs of more than
         # `repeats` equal elements print once; they count as `repeats`
         # towards `print elements`.
-        while i < count and printed < self.max_elements:
+        while i < count and printed < self.max_elements and self.budget > 0:
+            self.budget -= 1
             raw = self._element_bytes(data, address, i, esize)
             reps = 1
             if raw is not None and esize > 0:

@@ -508,3 +508,21 @@ def test_the_variants_cover_both_bitfield_encodings(elfs):
     assert forms(elfs["O2-dwarf5"]) == {"DW_AT_data_bit_offset"}
     assert forms(elfs["O0-dwarf2-strict"]) == {"DW_AT_bit_offset"}
     assert forms(elfs["O2-dwarf4"]) == {"DW_AT_bit_offset"}
+
+
+def test_nested_arrays_stop_at_the_value_budget():
+    from collector.dwarf_types import ArrayType, BaseType
+
+    u8 = BaseType("uint8_t", 1, "unsigned", c_name="uint8_t")
+    inner = ArrayType("uint8_t[100]", 100, u8, 100, c_name="uint8_t [100]")
+    middle = ArrayType("uint8_t[100][100]", 10_000, inner, 100, c_name="uint8_t [100][100]")
+    outer = ArrayType("x", 1_000_000, middle, 100, c_name="uint8_t [100][100][100]")
+    data = bytes(i * 7 & 0xFF for i in range(1_000_000))
+    value = value_of(outer, "cube", 0x20000000, lambda a, n: data[a - 0x20000000:
+                                                                  a - 0x20000000 + n])
+    def count(v) -> int:
+        return len(v.members) + sum(count(m) for m in v.members if m.kind == "array")
+
+    assert 99_000 < count(value) <= 100_100
+    assert value.truncated or any(m.truncated for m in value.members)
+    assert render(value).endswith("...}")
