@@ -325,7 +325,29 @@ class ElfCrashDecoder:
     def __init__(self, search_dirs: list[Path]) -> None:
         self.search_dirs = search_dirs
         self._elves: dict[str, Any] = {}
+        self._captures: dict[Path, Any] = {}
         self.missing: set[str] = set()
+
+    def _captured_memory(self, bundle: Path, image: ElfImage, regs: dict[str, int]) -> Any:
+        """The bundle's debug-captured memory, when it was captured after this very crash
+        (its crash record holds the same pc and CFSR): then the unwinder can walk the stack."""
+        if bundle not in self._captures:
+            from collector.sources import load_evidence
+
+            found = None
+            if (bundle / "swd").is_dir() or (bundle / "gdb").is_dir():
+                try:
+                    found = load_evidence(bundle, image)[0]
+                except CrashcartError:
+                    found = None
+            self._captures[bundle] = found
+        ev = self._captures[bundle]
+        if ev is None:
+            return None
+        record = ev.extra.get("crash_record") or {}
+        if record.get("pc") == regs.get("pc") and record.get("cfsr") == regs.get("cfsr"):
+            return ev.memory
+        return None
 
     def _image(self, build_id: str | None) -> ElfImage | None:
         if not build_id:
@@ -351,8 +373,9 @@ class ElfCrashDecoder:
         if not crash.frame_available:
             for name in ("r0", "r1", "r2", "r3", "r12", "lr", "pc", "xpsr"):
                 regs.pop(name, None)
+        memory = self._captured_memory(bundle, image, regs) or MemoryImage(elf=image)
         ev = CrashEvidence(source="crashlog", origin=str(bundle), registers=regs,
-                           registers_at="stacked", memory=MemoryImage(elf=image),
+                           registers_at="stacked", memory=memory,
                            fault_name=crash.fault, firmware_version=crash.firmware_version,
                            build_id=crash.build_id, build_id_origin="crash log")
         try:

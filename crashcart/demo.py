@@ -355,11 +355,23 @@ def incident_yaml(push: datetime, incident: Path, minimize: str | None,
              "captured over SWD (registers, fault registers, RAM, crash record); node-2 and "
              "node-4 were captured from their consoles only."]
     if minimize:
-        notes.append("Config minimization (crashcart minimize, v41 against node-1's v42): "
-                     + " ".join(minimize.split()[:60]))
+        lines = minimize.splitlines()
+        head = next((ln.strip() for ln in lines if "keys differ" in ln), "")
+        found = next((i for i, ln in enumerate(lines) if ln.startswith("minimal failing")), None)
+        if found is not None:
+            change = "; ".join(ln.strip() for ln in lines[found + 1:] if ln.startswith("  "))
+            notes.append(f"Config minimization (crashcart minimize, fleet v41 against node-1's "
+                         f"v42): {head}; {lines[found].strip()} {change}.")
     if bisect:
-        notes.append("Build bisection (crashcart bisect over 0.9.0..0.9.4 and 1.0.0 with "
-                     "node-1's scenario): " + " ".join(bisect.split()[:60]))
+        verdict = next((ln.strip() for ln in bisect.splitlines()
+                        if ln.startswith("first failing build")), None)
+        if verdict:
+            notes.append("Build bisection (crashcart bisect over 0.9.0 to 0.9.4 and 1.0.0 with "
+                         f"node-1's scenario): {verdict}. 0.9.2 is where the field range "
+                         "checks of 0.9.0 and 0.9.1 were lost; 1.0.1 restores two of them.")
+    notes.append("The simulated boards count time in QEMU's virtual clock (-icount), which "
+                 "runs slower than the host clock while the guest is busy; the timeline's "
+                 "clock fit measures that as drift and flags it, as it would a faulty crystal.")
     doc = {
         "schema": 1,
         "id": "INC-DEMO-042",
