@@ -264,9 +264,12 @@ def format_text(d: Decoded) -> str:
               help="Target (default: the bundle's; mps2-an385's formats for logs).")
 @click.option("--crash", "crash_index", type=int,
               help="Decode only this crash (1 = the first in the source).")
+@click.option("--partial", is_flag=True,
+              help="Decode what is there of a cut-off crash print or coredump (notes say what "
+                   "is missing) instead of stopping with an error.")
 @click.option("--json", "as_json", is_flag=True, help="Everything, as one JSON document.")
 def decode_command(source: Path, elf: Path | None, target_name: str | None,
-                   crash_index: int | None, as_json: bool) -> None:
+                   crash_index: int | None, partial: bool, as_json: bool) -> None:
     """Decode crash evidence: which fault and why, where, the backtrace, the firmware.
 
     SOURCE is a bundle directory or archive, a console capture or pasted
@@ -284,7 +287,7 @@ def decode_command(source: Path, elf: Path | None, target_name: str | None,
 
     target = load_target(target_name) if target_name else None
     image = ElfImage.open_cached(elf) if elf else None
-    crashes = load_evidence(source, image, target)
+    crashes = load_evidence(source, image, target, partial_ok=partial)
     if target is None:
         bundle_target = (crashes[0].extra.get("bundle") or {}).get("target") if crashes else None
         try:
@@ -304,8 +307,9 @@ def decode_command(source: Path, elf: Path | None, target_name: str | None,
         return
     for i, d in enumerate(decoded):
         if len(decoded) > 1:
-            click.echo(f"=== crash {i + 1} of {len(decoded)} "
-                       f"(line {d.evidence.extra.get('console_line_number', '?')}) ===")
+            line = d.evidence.extra.get("console_line_number")
+            click.echo(f"=== crash {i + 1} of {len(decoded)}"
+                       + (f" (line {line})" if line else "") + " ===")
         click.echo(format_text(d))
         if i + 1 < len(decoded):
             click.echo()

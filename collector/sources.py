@@ -37,7 +37,8 @@ _REASONS = {0: "power-on", 1: "fault", 2: "watchdog", 3: "software"}
 
 
 def load_evidence(path: str | Path, image: ElfImage | None = None,
-                  target: Target | None = None) -> list[CrashEvidence]:
+                  target: Target | None = None, *,
+                  partial_ok: bool = False) -> list[CrashEvidence]:
     """Every crash the source holds, oldest first."""
     path = Path(path)
     if not path.exists():
@@ -61,11 +62,13 @@ def load_evidence(path: str | Path, image: ElfImage | None = None,
         raise InputError(f"file is larger than {MAX_TEXT_BYTES >> 20} MiB", path=path,
                          remedy="cut the log around the crash")
     data = path.read_bytes()
-    return load_text(data, origin=str(path), image=image, target=target)
+    return load_text(data, origin=str(path), image=image, target=target, path=path,
+                     partial_ok=partial_ok)
 
 
 def load_text(data: bytes | str, *, origin: str, image: ElfImage | None = None,
-              target: Target | None = None) -> list[CrashEvidence]:
+              target: Target | None = None, path: Path | None = None,
+              partial_ok: bool = False) -> list[CrashEvidence]:
     """Crash evidence from console text (or a coredump's bytes)."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     begin, end = _markers(target)
@@ -75,7 +78,15 @@ def load_text(data: bytes | str, *, origin: str, image: ElfImage | None = None,
     if formats is not None:
         fmt = formats.sniff(data)
         if fmt is not None:
-            return list(formats.parse(data, fmt=fmt, origin=origin))
+            # Given the file, errors name it (and the line or offset in it).
+            found = list(formats.parse(path if path is not None else (
+                data if isinstance(data, bytes) else data.encode()), fmt=fmt,
+                partial_ok=partial_ok))
+            for ev in found:
+                ev.origin = origin
+                if ev.memory.elf is None:
+                    ev.memory.elf = image  # code and constants come from the ELF
+            return found
     raise InputError(
         "no crash evidence recognised", path=origin,
         remedy=f"expected a crashcart bundle, the firmware's crash log ('{begin}' ... "

@@ -131,7 +131,7 @@ def parse_cmbacktrace(text: str, origin: str = "<text>", *,
                     f"{problem}",
                     path=origin, line=crash.last + 1, field="cmbacktrace",
                     remedy="capture the whole print (it ends with 'Show more call stack info "
-                           "by run: ...'); pass partial_ok=True to keep what is there")
+                           "by run: ...'); pass --partial (crashcart decode) or partial_ok=True to keep what is there")
             crash.notes.append(f"incomplete print: {problem}")
         lower = prints[index - 1].end if index else 0
         upper = prints[index + 1].start if index + 1 < len(prints) else len(lines)

@@ -207,7 +207,7 @@ def find_streams(lines: list[str]) -> list[Stream]:
                 f"{len(current.data)} bytes from {current.data_lines} line(s)",
                 line=number + 1, field="#CD", value=body[:80],
                 remedy="the line was garbled or cut in transit; re-capture the console, or "
-                       "pass partial_ok=True to decode the bytes before it")
+                       "pass --partial (crashcart decode) or partial_ok=True to decode the bytes before it")
             continue
         current.data += chunk
         current.data_lines += 1
@@ -224,7 +224,7 @@ def _stream_error(stream: Stream, what: str) -> InputError:
         f"{len(stream.data)} bytes from {stream.data_lines} line(s)",
         line=stream.last_line + 1, field="#CD",
         remedy="capture until '#CD:END#' (the device prints it when the dump is complete), "
-               "or pass partial_ok=True to decode what is there")
+               "or pass --partial (crashcart decode) or partial_ok=True to decode what is there")
 
 
 def decode_coredump(data: bytes, origin: str = "<bytes>", *, partial_ok: bool = False,
@@ -282,7 +282,7 @@ def decode_coredump(data: bytes, origin: str = "<bytes>", *, partial_ok: bool = 
         if not partial_ok:
             raise InputError(
                 text, path=origin, field="coredump", value=len(data),
-                remedy="capture the whole dump (up to '#CD:END#'), or pass partial_ok=True to "
+                remedy="capture the whole dump (up to '#CD:END#'), or pass --partial (crashcart decode) or partial_ok=True to "
                        "keep the registers and memory decoded so far") from None
         dump.problem = text
     return dump
@@ -459,7 +459,7 @@ def stream_evidence(stream: Stream, origin: str, *, partial_ok: bool) -> CrashEv
             f"{stream.begin_line + 1} is not usable ({len(stream.data)} bytes before it)",
             path=origin, line=stream.last_line + 1, field="#CD",
             remedy="the coredump backend failed on the device; use the fatal-error print "
-                   "instead, or pass partial_ok=True to decode the bytes that came through")
+                   "instead, or pass --partial (crashcart decode) or partial_ok=True to decode the bytes that came through")
     if stream.problem is not None and not partial_ok:
         problem = stream.problem
         raise InputError(problem.message, path=origin, line=problem.line, field=problem.field,

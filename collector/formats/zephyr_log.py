@@ -191,7 +191,7 @@ def parse_zephyr_log(text: str, origin: str = "<text>", *,
                     f"{problem}",
                     path=origin, line=crash.last + 1, field="crash",
                     remedy="capture the whole console output (the print ends with "
-                           "'Current thread: ...'); pass partial_ok=True to keep what is there",
+                           "'Current thread: ...'); pass --partial (crashcart decode) or partial_ok=True to keep what is there",
                 )
             crash.notes.append(f"incomplete print: {problem}")
         lower = crashes[index - 1].end if index else 0
