@@ -122,18 +122,26 @@ def target_check(target_file: Path) -> None:
 # -- simulator -----------------------------------------------------------------
 
 
+def _board_options(command: Any) -> Any:
+    """--target, --firmware and --config, shared by the commands that boot a board."""
+    command = click.option("--config", "config_file",
+                           type=click.Path(dir_okay=False, path_type=Path),
+                           help="Firmware config (YAML) placed in the board's RAM before "
+                                "boot.")(command)
+    command = click.option("--firmware", required=True,
+                           type=click.Path(dir_okay=False, path_type=Path),
+                           help="Firmware ELF to boot.")(command)
+    return click.option("--target", "target_name", required=True, metavar="NAME|FILE",
+                        help="Target name (e.g. mps2-an385) or target file.")(command)
+
+
 @cli.group()
 def sim() -> None:
     """Run firmware on a simulated board (QEMU)."""
 
 
 @sim.command("run", epilog=EXIT_STATUS_HELP)
-@click.option("--target", "target_name", required=True, metavar="NAME|FILE",
-              help="Target name (e.g. mps2-an385) or target file.")
-@click.option("--firmware", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Firmware ELF to boot.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Firmware config (YAML) placed in the board's RAM before boot.")
+@_board_options
 @click.option("--time-limit", default="2s", show_default=True, metavar="DURATION",
               help="Stop after this much virtual time (e.g. 500ms, 2s).")
 @click.option("--resets", default=0, show_default=True, type=click.IntRange(0, 100),
@@ -198,12 +206,7 @@ def demo(out_dir: Path) -> None:
 
 
 @sim.command("serve", epilog=EXIT_STATUS_HELP)
-@click.option("--target", "target_name", required=True, metavar="NAME|FILE",
-              help="Target name (e.g. mps2-an385) or target file.")
-@click.option("--firmware", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Firmware ELF to boot.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Firmware config (YAML) placed in the board's RAM before boot.")
+@_board_options
 @click.option("--time-limit", default="1h", show_default=True, metavar="DURATION",
               help="Virtual time after which the board is switched off.")
 @click.option("--resets", default=0, show_default=True, type=click.IntRange(0, 1000),

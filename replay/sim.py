@@ -337,20 +337,30 @@ class SimulatedBoard:
                 exit_reason = "wall-clock"
                 LOG.warning("%s: wall-clock guard of %.0f s reached", self.name, self.wall_limit_s)
                 break
-            event = self.qmp.wait_event(0.05)
-            if event is None or event.get("event") != "SHUTDOWN":
-                continue
-            reason = event.get("data", {}).get("reason", "")
-            if reason == "guest-reset":
-                self.resets += 1
-                if self.resets <= self.allow_resets:
-                    self._reboot()
-                    continue
-                exit_reason = "guest-reset"
-            else:
-                exit_reason = reason or "shutdown"
-            break
+            stopped = self._next_event(0.05)
+            if stopped is not None:
+                exit_reason = stopped
+                break
         return self._finish(exit_reason)
+
+    def _next_event(self, timeout_s: float) -> str | None:
+        """Wait for one QMP event, letting up to ``allow_resets`` guest resets through.
+
+        Returns why the board stopped for good (``guest-reset`` past the allowed
+        ones, or QEMU's shutdown reason), else None.
+        """
+        assert self.qmp is not None
+        event = self.qmp.wait_event(timeout_s)
+        if event is None or event.get("event") != "SHUTDOWN":
+            return None
+        reason = event.get("data", {}).get("reason", "")
+        if reason == "guest-reset":
+            self.resets += 1
+            if self.resets <= self.allow_resets:
+                self._reboot()
+                return None
+            return "guest-reset"
+        return reason or "shutdown"
 
     def serve(self, on_halt: Callable[[str], None] | None = None) -> str:
         """Keep the board alive for debuggers until QEMU ends (Ctrl-C, time limit).
@@ -360,20 +370,11 @@ class SimulatedBoard:
         the bench, and ``on_halt`` is told why.  Returns how QEMU ended.
         """
         assert self.proc is not None and self.qmp is not None
-        while self.proc.poll() is None:
-            event = self.qmp.wait_event(0.2)
-            if event is None or event.get("event") != "SHUTDOWN":
-                continue
-            reason = event.get("data", {}).get("reason", "")
-            if reason == "guest-reset":
-                self.resets += 1
-                if self.resets <= self.allow_resets:
-                    self._reboot()
-                    continue
-                if on_halt is not None:
-                    on_halt("the firmware requested a reset (SYSRESETREQ)")
-            elif on_halt is not None:
-                on_halt(reason or "shutdown")
+        while self.proc.poll() is None and self.qmp is not None:
+            stopped = self._next_event(0.2)
+            if stopped is not None and on_halt is not None:
+                on_halt("the firmware requested a reset (SYSRESETREQ)"
+                        if stopped == "guest-reset" else stopped)
         status = self.proc.returncode
         return "time limit reached" if status == vclock.LIMIT_EXIT_STATUS else \
             f"QEMU exited with status {status}"
