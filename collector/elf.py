@@ -133,7 +133,9 @@ class ElfImage:
                     name = sym.name
                     if not name or name.startswith("$") or name in out:
                         continue
-                    kind = sym["st_info"]["type"].replace("STT_", "").lower()
+                    # str(): pyelftools gives a bare int for types and bindings it
+                    # has no name for (damaged or processor-specific values).
+                    kind = str(sym["st_info"]["type"]).replace("STT_", "").lower()
                     if kind == "func":
                         kind = "function"
                     out[name] = Symbol(
@@ -141,7 +143,7 @@ class ElfImage:
                         address=sym["st_value"],
                         size=sym["st_size"],
                         kind=kind,
-                        binding=sym["st_info"]["bind"].replace("STB_", "").lower(),
+                        binding=str(sym["st_info"]["bind"]).replace("STB_", "").lower(),
                     )
         except (ELFError, ELFParseError, ValueError, KeyError, IndexError) as exc:
             raise InputError(f"malformed symbol table: {exc}", path=self.path) from None
