@@ -14,8 +14,8 @@ headers, another machine, big-endian, 64-bit, stripped of every
 ``.debug_*`` section, garbage.
 
 The only acceptable outcomes are answers (possibly with fields marked not
-captured) or an :class:`~crashcart.errors.InputError`.  Anything else is a
-finding, saved to ``bench/out/fuzz-findings/dwarf-*`` with its traceback;
+captured) or an :class:`~crashcart.errors.InputError`.  Anything else,
+including an input that runs longer than ``--hang-seconds``, is a finding, saved to ``bench/out/fuzz-findings/dwarf-*`` with its traceback;
 the exit status is 1 if there was any.  ``tests/test_fuzz_elf.py`` runs a
 short version of the same checks through hypothesis.
 """
@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -132,10 +133,20 @@ def check(path: Path, names: list[str], ram: bytes, rng: random.Random) -> int:
     return answered
 
 
+class Hang(Exception):
+    """An input took longer than --hang-seconds (an endless loop on damaged input)."""
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise Hang("input took longer than the hang limit")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--hang-seconds", type=int, default=30,
+                        help="an input running longer than this is a finding (default 30)")
     parser.add_argument("--elf", type=Path, action="append",
                         help="a valid ELF to damage (repeatable; default: the fixture firmware)")
     args = parser.parse_args()
@@ -145,6 +156,7 @@ def main() -> int:
         raise SystemExit("no ELF to fuzz: build the fixture firmware or pass --elf")
     originals = [(p.read_bytes(), global_names(p)) for p in elfs]
     rng = random.Random(args.seed)
+    signal.signal(signal.SIGALRM, _on_alarm)
     start = time.monotonic()
     deadline = start + 60 * args.minutes
     runs = findings = answered = 0
@@ -156,9 +168,12 @@ def main() -> int:
             path.write_bytes(data)
             ram = rng.randbytes(0x4000) if rng.random() < 0.7 else bytes(0x4000)
             runs += 1
+            signal.alarm(args.hang_seconds)
             try:
                 answered += check(path, names, ram, rng)
+                signal.alarm(0)
             except Exception:  # noqa: BLE001 - every other exception is what we look for
+                signal.alarm(0)
                 findings += 1
                 FINDINGS.mkdir(parents=True, exist_ok=True)
                 name = f"dwarf-{args.seed}-{runs}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 MAX_DEPTH = 64
 MAX_ARRAY = 1 << 20
+MAX_CHILDREN = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ class _Resolver:
                             _ENCODINGS.get(enc.value if enc else 0, "unsigned"), c_name=c_name)
         if tag == "DW_TAG_enumeration_type":
             items = []
-            for child in die.iter_children():
+            for child in _children(die):
                 if child.tag == "DW_TAG_enumerator":
                     items.append((_int_attr(child, "DW_AT_const_value"), _name(child) or "?"))
             under = _type_die(die)
@@ -213,7 +215,7 @@ class _Resolver:
         if tag == "DW_TAG_array_type":
             element = self.resolve(_type_die(die), depth + 1)
             dims = []
-            for child in die.iter_children():
+            for child in _children(die):
                 if child.tag == "DW_TAG_subrange_type":
                     if "DW_AT_count" in child.attributes:
                         dims.append(_int_attr(child, "DW_AT_count"))
@@ -246,7 +248,7 @@ class _Resolver:
                 if full is not None and full.offset != die.offset:
                     return self.resolve(full, depth + 1)
             members = []
-            for child in die.iter_children():
+            for child in _children(die):
                 if child.tag != "DW_TAG_member":
                     continue
                 members.append(self._member(child, depth, kind))
@@ -265,7 +267,7 @@ class _Resolver:
         if self._complete is None:
             self._complete = {}
             for cu in self.image.elf.get_dwarf_info().iter_CUs():
-                for die in cu.get_top_DIE().iter_children():
+                for die in _children(cu.get_top_DIE()):
                     if die.tag in ("DW_TAG_structure_type", "DW_TAG_union_type",
                                    "DW_TAG_class_type") and \
                             "DW_AT_declaration" not in die.attributes:
@@ -347,6 +349,22 @@ def strip(dtype: DwarfType) -> DwarfType:
     return _strip(dtype)
 
 
+def _children(die: DIE) -> Iterator[DIE]:
+    """``die``'s children, refusing a DW_AT_sibling chain that does not move forward.
+
+    pyelftools follows DW_AT_sibling to skip subtrees; a damaged one that
+    points back makes its iterator go round forever (found by fuzzing).
+    Children follow their parent in .debug_info order (DWARF 5, 2.3).
+    """
+    last = die.offset
+    for count, child in enumerate(die.iter_children()):
+        if child.offset <= last or count > MAX_CHILDREN:
+            raise DWARFError(f"children of the DIE at 0x{die.offset:x} loop back "
+                             f"(0x{child.offset:x} after 0x{last:x})")
+        last = child.offset
+        yield child
+
+
 def _name(die: DIE) -> str | None:
     attr = die.attributes.get("DW_AT_name")
     if attr is None:
@@ -426,7 +444,7 @@ def _array_c_names(die: DIE, levels: int) -> list[str]:
 
 def _dims(die: DIE) -> list[str]:
     dims = []
-    for child in die.iter_children():
+    for child in _children(die):
         if child.tag != "DW_TAG_subrange_type":
             continue
         count = child.attributes.get("DW_AT_count")
@@ -477,7 +495,7 @@ def _decl(die: DIE | None, inner: str, depth: int) -> str:
     if tag == "DW_TAG_subroutine_type":
         params = []
         varargs = False
-        for child in die.iter_children():
+        for child in _children(die):
             if child.tag == "DW_TAG_formal_parameter":
                 params.append(_decl(_type_die(child), "", depth + 1))
             elif child.tag == "DW_TAG_unspecified_parameters":
@@ -509,11 +527,12 @@ def _uleb(data: list[int]) -> int:
 
 # What pyelftools raises on damaged input besides its own exceptions: its
 # bundled construct's errors, assertions (an address_size of 0 in a unit
-# header), and the builtins its parsers trip over.
+# header), NotImplementedError (DW_AT_sibling in a block form), and the
+# builtins its parsers trip over.
 DWARF_READ_ERRORS: tuple[type[BaseException], ...] = (
     DWARFError, ELFError, ELFParseError, ConstructError, AssertionError, ValueError, KeyError,
     IndexError, struct.error, zlib.error, AttributeError, TypeError, OverflowError,
-    RecursionError)
+    RecursionError, NotImplementedError)
 _DWARF_ERRORS = DWARF_READ_ERRORS
 
 
@@ -535,7 +554,7 @@ def find_global_type(image: ElfImage, name: str) -> DwarfType:
         resolver = _Resolver(image)
         for cu in dwarf.iter_CUs():
             top = cu.get_top_DIE()
-            for die in top.iter_children():
+            for die in _children(top):
                 if die.tag != "DW_TAG_variable" or _name(die) != name:
                     continue
                 if "DW_AT_type" in die.attributes:
@@ -569,7 +588,7 @@ def find_global(image: Any, name: str) -> GlobalVariable:
         best: tuple[int, DIE, DIE] | None = None
         for cu in dwarf.iter_CUs():
             top = cu.get_top_DIE()
-            for die in top.iter_children():
+            for die in _children(top):
                 if die.tag != "DW_TAG_variable":
                     continue
                 spec = die

@@ -171,3 +171,104 @@ def test_fuzz_damaged_elfs_never_crash(elf_100, names, seed, ram):
     with tempfile.TemporaryDirectory() as tmp:
         path = write(Path(tmp), "fuzzed.elf", data)
         check(path, names, ram * 64, rng)
+
+
+# -- regressions for what the 10-minute run found (bench/README.md) -------------------------------
+
+
+def _section(data: bytes, name: str) -> tuple[int, int]:
+    import io
+
+    from elftools.elf.elffile import ELFFile
+
+    sec = ELFFile(io.BytesIO(data)).get_section_by_name(name)
+    return sec["sh_offset"], sec["sh_size"]
+
+
+def test_finding_unnamed_symbol_binding(elf_100, tmp_path):
+    """pyelftools gives an int for a binding it has no name for; symbols still load."""
+    import io
+
+    from elftools.elf.elffile import ELFFile
+
+    data = bytearray(elf_100.read_bytes())
+    offset, _ = _section(bytes(data), ".symtab")
+    symtab = ELFFile(io.BytesIO(bytes(data))).get_section_by_name(".symtab")
+    index = next(i for i, sym in enumerate(symtab.iter_symbols()) if sym.name == "crash_record")
+    entry = offset + 16 * index      # Elf32_Sym is 16 bytes, st_info at +12
+    data[entry + 12] = 0x71          # binding 7 (no name), type STT_OBJECT
+    image = ElfImage(write(tmp_path, "bind.elf", bytes(data)))
+    assert image.symbols["crash_record"].binding == "7"
+    assert read_variable(image, MemoryImage(elf=image), "fw_info").members[0].value == 0x4E494657
+
+
+def test_finding_sibling_in_a_block_form(elf_100, tmp_path):
+    """DW_AT_sibling with DW_FORM_block2: pyelftools raises NotImplementedError."""
+    import io
+
+    from elftools.elf.elffile import ELFFile
+
+    original = elf_100.read_bytes()
+    offset, size = _section(original, ".debug_abbrev")
+    abbrev = original[offset:offset + size]
+    at = abbrev.find(b"\x01\x13")    # DW_AT_sibling, DW_FORM_ref4
+    while at != -1:
+        data = bytearray(original)
+        data[offset + at + 1] = 0x03  # DW_FORM_block2
+        try:
+            for cu in ELFFile(io.BytesIO(bytes(data))).get_dwarf_info().iter_CUs():
+                for _ in cu.get_top_DIE().iter_children():
+                    pass
+        except NotImplementedError:
+            break
+        except Exception:  # noqa: BLE001, S110 - not the damage this test is about: next pair
+            pass
+        at = abbrev.find(b"\x01\x13", at + 1)
+    assert at != -1, "no abbreviation with DW_AT_sibling found to damage"
+    image = ElfImage(write(tmp_path, "block2.elf", bytes(data)))
+    with pytest.raises(InputError, match="malformed DWARF"):
+        image.variable_type("device_config")
+    with pytest.raises(InputError, match="malformed DWARF"):
+        read_variable(image, MemoryImage(elf=image), "crash_record")
+
+
+def test_finding_sibling_pointing_back_does_not_hang(elf_100, tmp_path):
+    """A DW_AT_sibling that points at its own DIE sent pyelftools round forever."""
+    import io
+    import signal
+
+    from elftools.elf.elffile import ELFFile
+
+    original = elf_100.read_bytes()
+    dwarf = ELFFile(io.BytesIO(original)).get_dwarf_info()
+    info_offset, _ = _section(original, ".debug_info")
+    target = None
+    for cu in dwarf.iter_CUs():
+        for die in cu.get_top_DIE().iter_children():
+            attr = die.attributes.get("DW_AT_sibling")
+            if attr is not None and attr.form == "DW_FORM_ref4":
+                target = (cu, die, attr)
+                break
+        if target:
+            break
+    assert target is not None
+    cu, die, attr = target
+    data = bytearray(original)
+    at = info_offset + attr.offset
+    data[at:at + 4] = (die.offset - cu.cu_offset).to_bytes(4, "little")  # points at itself
+    path = write(tmp_path, "loop.elf", bytes(data))
+
+    def hang(signum, frame):
+        raise AssertionError("reading the damaged DWARF hangs")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(20)
+    try:
+        image = ElfImage(path)
+        with pytest.raises(InputError, match="loop back"):
+            image.variable_type("crash_record_does_not_exist")
+        with pytest.raises(InputError, match="loop back"):
+            read_variable(image, MemoryImage(elf=image), "nope")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
