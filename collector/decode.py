@@ -41,6 +41,7 @@ class Decoded:
     config: dict[str, Any] | None
     warnings: list[str] = field(default_factory=list)
     backtrace_text: str = ""
+    variables: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         ev = self.evidence
@@ -59,6 +60,7 @@ class Decoded:
             "registers_hex": {k: f"0x{v:08x}" for k, v in sorted(ev.registers.items())},
             "registers_at": ev.registers_at,
             "console": {"lines": ev.console_lines, "crash_line": ev.crash_line},
+            "variables": self.variables,
             "notes": ev.notes,
             "warnings": self.warnings,
         }
@@ -97,24 +99,26 @@ def _fault(ev: CrashEvidence, target: Target | None) -> dict[str, Any] | None:
 
 
 def _firmware(ev: CrashEvidence, image: ElfImage | None) -> tuple[dict[str, Any], list[str]]:
-    elf_id = image.build_id if image is not None else None
-    device = ev.build_id
+    from collector.buildid import check_build_id
+
     warnings: list[str] = []
-    match: bool | None = None
-    if device and elf_id:
-        device_l, elf_l = device.lower(), elf_id.lower()
-        match = elf_l.startswith(device_l) if len(device_l) >= 8 else device_l == elf_l
-        if not match:
-            warnings.append(
-                f"BUILD-ID MISMATCH: the device runs {device} ({ev.build_id_origin}), the ELF "
-                f"is {elf_id}; every function and line below is UNVERIFIED")
-    elif image is not None and not device:
-        warnings.append("the evidence carries no build ID: cannot check that the ELF is the "
-                        "firmware that crashed; symbols are unverified")
-    return {"version": ev.firmware_version, "device_build_id": device,
-            "device_build_id_origin": ev.build_id_origin, "elf_build_id": elf_id,
+    check = None
+    if image is not None:
+        try:
+            check = check_build_id(image, ev.build_id, source=ev.build_id_origin)
+        except InputError as exc:  # the device's ID is not hex: say so, compare nothing
+            warnings.append(f"the build ID the evidence carries is unusable: {exc}")
+        if check is not None and check.warning:
+            warnings.append(check.warning)
+        elif check is not None and check.match is None:
+            warnings.append(check.summary + "; symbols are unverified")
+    match = None if check is None else check.match
+    return {"version": ev.firmware_version, "device_build_id": ev.build_id,
+            "device_build_id_origin": ev.build_id_origin,
+            "elf_build_id": image.build_id if image is not None else None,
             "elf": str(image.path) if image is not None else None,
-            "build_id_match": match, "symbols_verified": bool(match)}, warnings
+            "build_id_match": match, "symbols_verified": bool(match),
+            "build_id_check": None if check is None else check.summary}, warnings
 
 
 def _config(ev: CrashEvidence, image: ElfImage | None, target: Target | None) -> Any:
@@ -139,8 +143,10 @@ def _config(ev: CrashEvidence, image: ElfImage | None, target: Target | None) ->
 
 
 def decode_evidence(ev: CrashEvidence, image: ElfImage | None,
-                    target: Target | None = None) -> Decoded:
-    """Everything crashcart can say about one crash."""
+                    target: Target | None = None, *,
+                    variables: tuple[str, ...] = ()) -> Decoded:
+    """Everything crashcart can say about one crash (and the globals named in ``variables``,
+    read from the evidence's memory through DWARF)."""
     fault = _fault(ev, target)
     firmware, warnings = _firmware(ev, image)
     frames: list[dict[str, Any]] = []
@@ -162,7 +168,16 @@ def decode_evidence(ev: CrashEvidence, image: ElfImage | None,
     elif image is None:
         warnings.append("no ELF given (--elf): addresses are not symbolized")
     config = _config(ev, image, target)
-    return Decoded(ev, fault, frames, location, firmware, config, warnings, text)
+    values: list[dict[str, Any]] = []
+    if variables and image is None:
+        raise InputError("--print needs the ELF (--elf) for the variables' types")
+    for name in variables:
+        from collector.variables import read_variable
+
+        assert image is not None
+        value = read_variable(image, ev.memory, name)
+        values.append({"name": name, "text": value.text, "value": value.to_json()})
+    return Decoded(ev, fault, frames, location, firmware, config, warnings, text, values)
 
 
 def _faulting_frame(frames: list[dict[str, Any]], ev: CrashEvidence) -> dict[str, Any] | None:
@@ -201,7 +216,7 @@ def format_text(d: Decoded) -> str:
     ev = d.evidence
     out: list[str] = []
     for w in d.warnings:
-        if "MISMATCH" in w:
+        if "mismatch" in w:
             out.append(f"!!! {w}")
     fault = d.fault
     if fault and "error" not in fault:
@@ -248,8 +263,10 @@ def format_text(d: Decoded) -> str:
         for i, line in enumerate(ev.console_lines[:24]):
             mark = ">" if ev.crash_line is not None and i == ev.crash_line else " "
             out.append(f" {mark} {line}")
+    for v in d.variables:
+        out.append(f"{v['name']} = {v['text']}")
     for w in d.warnings:
-        if "MISMATCH" not in w:
+        if "mismatch" not in w:
             out.append(f"warning: {w}")
     for note in ev.notes:
         out.append(f"note: {note}")
@@ -267,9 +284,14 @@ def format_text(d: Decoded) -> str:
 @click.option("--partial", is_flag=True,
               help="Decode what is there of a cut-off crash print or coredump (notes say what "
                    "is missing) instead of stopping with an error.")
+@click.option("--print", "variables", multiple=True, metavar="GLOBAL",
+              help="Also show a global variable's value from the captured memory, through "
+                   "DWARF (like gdb's print); repeatable.  Fields whose memory was not "
+                   "captured say so.")
 @click.option("--json", "as_json", is_flag=True, help="Everything, as one JSON document.")
 def decode_command(source: Path, elf: Path | None, target_name: str | None,
-                   crash_index: int | None, partial: bool, as_json: bool) -> None:
+                   crash_index: int | None, partial: bool, variables: tuple[str, ...],
+                   as_json: bool) -> None:
     """Decode crash evidence: which fault and why, where, the backtrace, the firmware.
 
     SOURCE is a bundle directory or archive, a console capture or pasted
@@ -279,7 +301,8 @@ def decode_command(source: Path, elf: Path | None, target_name: str | None,
 
     \b
     JSON keys: source, fault, location, frames, firmware, reset_reason,
-    uptime_ms, config, registers, registers_hex, console, notes, warnings.
+    uptime_ms, config, registers, registers_hex, console, variables, notes,
+    warnings.
     """
     from collector.elf import ElfImage
     from collector.sources import load_evidence
@@ -299,7 +322,7 @@ def decode_command(source: Path, elf: Path | None, target_name: str | None,
             raise InputError(f"there are {len(crashes)} crash(es) in the source",
                              path=source, field="--crash", value=crash_index)
         crashes = [crashes[crash_index - 1]]
-    decoded = [decode_evidence(ev, image, target) for ev in crashes]
+    decoded = [decode_evidence(ev, image, target, variables=variables) for ev in crashes]
     if as_json:
         doc: Any = decoded[0].to_json() if len(decoded) == 1 else {
             "crashes": [d.to_json() for d in decoded]}

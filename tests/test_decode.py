@@ -9,6 +9,7 @@ console log alone is decoded too, and must tell the same story.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -135,11 +136,29 @@ def test_wrong_elf_is_a_prominent_warning(bundles):
     result = run("decode", str(bundles["bad-adc-channel"]), "--elf", str(other))
     assert result.exit_code == 0
     first = result.output.splitlines()[0]
-    assert first.startswith("!!! BUILD-ID MISMATCH") and "UNVERIFIED" in first
+    assert first.startswith("!!! WARNING: build ID mismatch") and "unverified" in first
+    assert "bfab02d3b0aba74d85a7f02dea71cec2015f8e6f" in first  # the device's ID
+    assert "54ed6612" in first  # and the ELF's
     doc = json.loads(run("decode", str(bundles["bad-adc-channel"]), "--elf", str(other),
                          "--json").output)
     assert doc["firmware"]["build_id_match"] is False
     assert all(f["verified"] is False for f in doc["frames"])
+
+
+def test_print_globals_from_the_captured_memory(bundles):
+    result = run("decode", str(bundles["bad-adc-channel"]), "--elf", str(ELF),
+                 "--print", "device_config", "--print", "fw_info")
+    assert result.exit_code == 0, result.output
+    assert "adc_channel = 6" in result.output
+    assert re.search(r"crash = 0x20000040 <crash_record>", result.output), result.output
+    doc = decode_json(bundles["bad-adc-channel"], "--print", "crash_record")
+    (record,) = doc["variables"]
+    fields = {m["name"]: m for m in record["value"]["members"]}
+    assert fields["bfar"]["value"] == 0x7220504C
+    # From a console log there is no RAM: every field says it was not captured.
+    result = run("decode", str(bundles["bad-adc-channel"] / "serial" / "console.raw"),
+                 "--elf", str(ELF), "--print", "device_config")
+    assert result.exit_code == 0 and "not captured" in result.output
 
 
 def test_several_crashes_in_one_log(bundles, tmp_path):
