@@ -75,6 +75,7 @@ def test_unusable_or_longer_device_ids(images, bad, message):
     assert err.value.remedy and err.value.value == bad
 
 
+@pytest.mark.toolchain
 def test_unknown_when_either_side_has_no_id(images, tmp_path, elf_100):
     result = check_build_id(images[0], None)
     assert result.match is None and result.warning is None

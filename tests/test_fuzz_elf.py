@@ -77,6 +77,7 @@ def test_truncated_before_the_debug_info_still_has_symbols_and_id(elf_100, tmp_p
     assert err.value.path == str(path)
 
 
+@pytest.mark.toolchain
 @pytest.mark.skipif(OBJCOPY is None, reason="arm-none-eabi-objcopy missing")
 def test_no_dwarf_degrades_to_symbols_only(elf_100, tmp_path):
     path = tmp_path / "no-debug.elf"
@@ -92,6 +93,7 @@ def test_no_dwarf_degrades_to_symbols_only(elf_100, tmp_path):
         image.variable_type("device_config")
 
 
+@pytest.mark.toolchain
 @pytest.mark.skipif(OBJCOPY is None, reason="arm-none-eabi-objcopy missing")
 def test_fully_stripped_elf_keeps_its_build_id_and_says_what_is_missing(elf_100, tmp_path):
     path = tmp_path / "stripped.elf"
@@ -131,6 +133,7 @@ def test_garbage_gives_input_errors(tmp_path, blob):
     assert err.value.path == str(path)
 
 
+@pytest.mark.toolchain
 def test_a_raw_binary_is_not_an_elf(tmp_path, elf_100):
     if OBJCOPY is None:
         pytest.skip("arm-none-eabi-objcopy missing")
