@@ -21,7 +21,7 @@ from typing import Any
 
 from collector.elf import ElfImage
 from crashcart.errors import InputError
-from crashcart.units import parse_duration_ns
+from crashcart.units import format_ns, parse_duration_ns
 from crashcart.yamlfile import Checker, KeyPath, YamlDocument, load_yaml
 
 SCHEMA_VERSION = 1
@@ -67,13 +67,16 @@ class Trigger:
 
     kind ``boot`` (before the first instruction), ``symbol`` (the ``count``-th
     time execution reaches ``symbol``), ``console`` (right after the firmware
-    wrote ``text`` to the console).
+    wrote ``text`` to the console), ``time`` (at the first SysTick exception
+    at which the SysTick time since the start of the run reaches ``time_ns``;
+    see ``docs/scenario-format.md``).
     """
 
     kind: str
     symbol: str | None = None
     count: int = 1
     text: str | None = None
+    time_ns: int | None = None
 
     def describe(self) -> str:
         if self.kind == "boot":
@@ -81,6 +84,9 @@ class Trigger:
         if self.kind == "symbol":
             nth = "" if self.count == 1 else f" (time {self.count})"
             return f"symbol {self.symbol} reached{nth}"
+        if self.kind == "time":
+            assert self.time_ns is not None
+            return f"SysTick time {format_ns(self.time_ns)} reached"
         return f"console printed {self.text!r}"
 
 
@@ -219,6 +225,13 @@ class _Parser:
         config = ConfigSpec() if top.get("config") is None else self._config(top["config"])
         stimulus = () if top.get("stimulus") is None else self._stimulus(top["stimulus"])
         time_limit, resets = self._run(top.get("run"))
+        for i, step in enumerate(stimulus):
+            if step.at.time_ns is not None and step.at.time_ns >= time_limit:
+                c.fail(("stimulus", i, "at", "time"), f"the run ends at {format_ns(time_limit)} "
+                       "of virtual time, before this SysTick time can be reached",
+                       self.doc.data["stimulus"][i]["at"]["time"],
+                       remedy="raise run.time_limit (the firmware's SysTick time runs behind "
+                              "the virtual clock)")
         expect = self._expect(top["expect"])
         describes = "failure" if expect.describes_failure else "health"
         if top.get("describes") is not None:
@@ -308,15 +321,16 @@ class _Parser:
         if value == "boot":
             return Trigger("boot")
         if isinstance(value, str):
-            c.fail(path, "must be 'boot' or a mapping with 'symbol' or 'console'", value,
-                   remedy="at: boot | at: {symbol: app_run} | at: {console: 'sensor-node up'}")
-        if isinstance(value, dict) and "time" in value:
-            c.fail(path + ("time",), "triggers at a virtual timestamp are not supported yet",
-                   value["time"], remedy="trigger on a symbol the firmware reaches at that "
-                   "time, or on a console line it prints then")
-        m = c.mapping(path, value, optional=("symbol", "count", "console"))
-        if ("symbol" in m) == ("console" in m):
-            c.fail(path, "give exactly one of 'symbol' and 'console'")
+            c.fail(path, "must be 'boot' or a mapping with 'symbol', 'console' or 'time'", value,
+                   remedy="at: boot | at: {symbol: app_run} | at: {console: 'sensor-node up'} "
+                          "| at: {time: 50ms}")
+        m = c.mapping(path, value, optional=("symbol", "count", "console", "time"))
+        if sum(key in m for key in ("symbol", "console", "time")) != 1:
+            c.fail(path, "give exactly one of 'symbol', 'console' and 'time'")
+        if "time" in m:
+            if "count" in m:
+                c.fail(path + ("count",), "only used with symbol")
+            return Trigger("time", time_ns=self._trigger_time(path + ("time",), m["time"]))
         if "console" in m:
             if "count" in m:
                 c.fail(path + ("count",), "only used with symbol")
@@ -328,6 +342,19 @@ class _Parser:
         count = 1 if m.get("count") is None else c.integer(path + ("count",), m["count"],
                                                              minimum=1, maximum=100_000)
         return Trigger("symbol", symbol=symbol, count=count)
+
+    def _trigger_time(self, path: KeyPath, raw: Any) -> int:
+        c = self.check
+        remedy = "for example time: 50ms (SysTick time since the start of the run)"
+        if not isinstance(raw, str):
+            c.fail(path, "must be a duration with a unit", raw, remedy=remedy)
+        try:
+            ns = parse_duration_ns(raw, what="a time trigger")
+        except InputError as exc:
+            c.fail(path, exc.message, raw, remedy=remedy)
+        if ns > MAX_TIME_LIMIT_NS:
+            c.fail(path, "must be at most 600s (the longest run)", raw)
+        return ns
 
     def _write(self, path: KeyPath, value: Any) -> MemoryWrite:
         c = self.check

@@ -23,6 +23,20 @@ the input is in place.
 QEMU stops on a watchpoint before the access; the driver removes the
 watchpoint, single-steps the access and re-inserts it, as gdb does.
 
+* ``at: {time: T}`` -- SysTick time, counted without stopping the VM: a
+  breakpoint per tick would stop it a thousand times a second, and every
+  stop moves QEMU's virtual clock on to its next timer deadline (below),
+  which is the next tick: the firmware would get a few hundred
+  instructions per "millisecond".  Our QEMU plugin (``qemu_plugin/vclock.c``)
+  counts instead: at every entry to the SysTick handler (word 15 of the
+  vector table at VTOR, read before boot) it adds (SYST_RVR + 1) / f to the
+  elapsed SysTick time, f being the target's ``core.clock_hz`` when
+  SYST_CSR.CLKSOURCE is 1.  When the armed time is reached it stops the VM
+  before the handler's first instruction, as a breakpoint would (stop reply
+  T05), and reports the tick in ``systick-report``.  The driver talks to the
+  plugin through files in the board's work directory, written only while
+  the VM is stopped.
+
 Each stop lets QEMU's virtual clock catch up with its next timer deadline
 when the VM resumes (icount "warp"), so a step with many stops (a console
 trigger over a long boot text) shifts the guest's timers a little.  The
@@ -32,12 +46,14 @@ shift is the same on every run.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from collector.elf import ElfImage
-from crashcart.errors import InputError, TargetError
+from crashcart.errors import EnvironmentProblem, InputError, TargetError
 from replay import gdbstub
 from replay.gdbstub import GdbStub, StopReply
 from replay.scenario import MemoryWrite, StimulusStep, Trigger
@@ -57,6 +73,25 @@ CMSDK_UART_BASES = {
 STATE_RXFULL = 1 << 1
 DELIVERY_TIMEOUT_S = 5.0
 SETTLE_S = 0.1
+
+# ARMv7-M ARM B3.2.5 (VTOR) and B1.5.3 (the vector table): SysTick is exception 15.
+VTOR = 0xE000ED08
+SYSTICK_EXCEPTION = 15
+SYST_CSR_CLKSOURCE = 1 << 2
+# Files shared with the plugin (qemu_plugin/vclock.c) in the board's work directory.
+SYSTICK_TRIGGER_FILE = "systick-trigger"
+SYSTICK_REPORT_FILE = "systick-report"
+
+
+@dataclass(frozen=True)
+class SystickFire:
+    """What the plugin reported when a time trigger stopped the VM."""
+
+    fire: int  # how many times a time trigger fired in this run, this one included
+    exception: int  # SysTick exceptions counted since the start of the run
+    elapsed_ns: int  # SysTick time since the start of the run
+    rvr: int
+    csr: int
 
 
 @dataclass(frozen=True)
@@ -104,11 +139,17 @@ class StimulusDriver:
         self._tx_base = 0
         self._search_from = 0
         self._watch_kind: int | None = None
+        self._systick_handler: int | None = None
+        self._fires = 0
+        self._last_fire: SystickFire | None = None
 
     # -- public --------------------------------------------------------------
 
     def prepare(self) -> None:
         self.gdb = GdbStub(self.board.gdb_address)
+        if any(step.at.kind == "time" for step in self.steps):
+            self._systick_handler = self._find_systick_handler()
+            self._write_systick_trigger(None)  # before boot: the plugin reads it at once
         while self._index < len(self.steps) and self.steps[self._index].at.kind == "boot":
             self._act(self.steps[self._index])
             self._index += 1
@@ -130,6 +171,15 @@ class StimulusDriver:
             self.gdb = None
         if self.error is not None:
             raise self.error
+        if self._systick_handler is not None:
+            report = self._systick_report()
+            if report.startswith("error symbols"):
+                raise EnvironmentProblem(
+                    "this QEMU does not export the functions the time trigger's plugin uses "
+                    "to stop the VM (qemu_system_debug_request, cpu_stop_current, "
+                    "cpu_loop_exit, qemu_get_cpu, cpu_memory_rw_debug)",
+                    remedy="use Debian's qemu-system-arm 7.2 (./dev.sh setup), or trigger on "
+                           "a symbol instead of a time")
 
     @property
     def pending(self) -> list[str]:
@@ -177,12 +227,16 @@ class StimulusDriver:
             self._tx_base = 0 if pre_boot else self._settled_transcript_length()
             self._search_from = self._tx_base
             gdb.insert(gdbstub.WRITE_WATCHPOINT, self.uart.data, 4)
+        elif trigger.kind == "time":
+            self._write_systick_trigger(trigger.time_ns)
 
     def _disarm(self, trigger: Trigger) -> None:
         gdb = self.gdb
         assert gdb is not None
         if trigger.kind == "symbol":
             gdb.remove(gdbstub.SOFTWARE_BREAKPOINT, self._symbol_address(trigger.symbol), 2)
+        elif trigger.kind == "time":
+            self._write_systick_trigger(None)
         # console triggers are already disarmed by _triggered
 
     def _triggered(self, trigger: Trigger, stop: StopReply) -> bool:
@@ -197,6 +251,8 @@ class StimulusDriver:
             gdb.step()
             gdb.insert(gdbstub.SOFTWARE_BREAKPOINT, address, 2)
             return False
+        if trigger.kind == "time":
+            return self._systick_fired()
         assert trigger.kind == "console" and self.uart is not None and trigger.text is not None
         if stop.watch_address is None:
             return False
@@ -222,6 +278,9 @@ class StimulusDriver:
             regs = gdb.registers()
             pc = regs[15] if len(regs) > 15 else None
         where = f" (pc 0x{pc:08x})" if pc is not None else ""
+        if step.at.kind == "time" and self._last_fire is not None:
+            where = (f" (SysTick exception {self._last_fire.exception}, SysTick time "
+                     f"{self._last_fire.elapsed_ns / 1e6:g} ms, pc 0x{pc or 0:08x})")
         if step.write is not None:
             address = self._write_address(step.write)
             gdb.write_memory(address, step.write.data)
@@ -269,6 +328,74 @@ class StimulusDriver:
                     remedy="deliver console input after the firmware enabled its UART "
                            "(e.g. at its main loop, or when it printed a prompt)")
             time.sleep(0.0005)
+
+    # -- SysTick time --------------------------------------------------------
+
+    def _find_systick_handler(self) -> int:
+        """Word 15 of the vector table at VTOR, read before boot (ARMv7-M B1.5.3)."""
+        gdb = self.gdb
+        assert gdb is not None
+        vtor = int.from_bytes(gdb.read_memory(VTOR, 4), "little")
+        raw = gdb.read_memory(vtor, 4 * (SYSTICK_EXCEPTION + 1))
+        vectors = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw), 4)]
+        handler = vectors[SYSTICK_EXCEPTION]
+        firmware = self.image.path
+        if handler == 0 or not handler & 1:
+            raise InputError(f"the firmware's vector table (VTOR 0x{vtor:08x}) has no SysTick "
+                             f"handler (word 15 is 0x{handler:08x})", path=firmware,
+                             remedy="a time trigger counts SysTick exceptions: use it with "
+                                    "firmware that runs SysTick, or trigger on a symbol")
+        shared = [n for n in range(2, SYSTICK_EXCEPTION) if vectors[n] == handler]
+        if shared:
+            raise InputError(f"the SysTick handler 0x{handler & ~1:08x} also serves exception "
+                             f"{shared[0]}, so its entries cannot be counted as ticks",
+                             path=firmware, remedy="give SysTick its own handler, or trigger "
+                                                   "on a symbol")
+        return handler & ~1
+
+    def _plugin_file(self, name: str) -> Path:
+        assert self.board.workdir is not None
+        return self.board.workdir / name
+
+    def _write_systick_trigger(self, time_ns: int | None) -> None:
+        """Tell the plugin the handler, the clocks and the armed time (None: disarmed)."""
+        assert self._systick_handler is not None
+        target = self.board.target
+        cpu_hz = target.clock_hz
+        line = (f"v1 {self._systick_handler:x} {cpu_hz} 0 {0 if time_ns is None else 1} "
+                f"{time_ns or 0}\n")
+        path = self._plugin_file(SYSTICK_TRIGGER_FILE)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(line)
+        os.replace(tmp, path)
+
+    def _systick_report(self) -> str:
+        try:
+            return self._plugin_file(SYSTICK_REPORT_FILE).read_text()
+        except OSError:
+            return ""
+
+    def _systick_fired(self) -> bool:
+        report = self._systick_report().split()
+        if report[:1] == ["error"] and report[1:2] == ["clksource"]:
+            csr = int(report[4], 16)
+            target = self.board.target
+            if csr & SYST_CSR_CLKSOURCE:
+                raise InputError("the target file gives no processor clock, so SysTick "
+                                 "periods cannot be turned into time", path=target.path,
+                                 field="core.clock_hz", value=target.clock_hz,
+                                 remedy="set core.clock_hz to the clock SysTick counts")
+            raise InputError(f"the firmware runs SysTick from the external reference clock "
+                             f"(SYST_CSR 0x{csr:08x}, CLKSOURCE 0), whose frequency the time "
+                             f"trigger does not know", path=self.image.path,
+                             remedy="trigger on a symbol or a console line instead, or run "
+                                    "SysTick from the processor clock (CLKSOURCE 1)")
+        if report[:1] != ["fired"] or len(report) < 6 or int(report[1]) != self._fires + 1:
+            return False  # a stop that is not the plugin's
+        self._fires += 1
+        self._last_fire = SystickFire(int(report[1]), int(report[2]), int(report[3]),
+                                      int(report[4], 16), int(report[5], 16))
+        return True
 
     # -- helpers -------------------------------------------------------------
 
