@@ -62,6 +62,22 @@ class _Progress:
             click.echo(line, err=True)
 
 
+class _VerifyProgress(_Progress):
+    """Progress of ``verify`` in the action item's terms (must reproduce / must run clean)."""
+
+    def __call__(self, done: int, total: int, item_id: str, result: Any) -> None:  # type: ignore[override]
+        if not self.enabled:
+            return
+        need = "must reproduce" if result.role == "must_fail_on" else "must run clean"
+        verdict = result.label if result.label != "error" else f"error: {result.summary.splitlines()[0]}"
+        line = (f"[{done}/{total}] {time.monotonic() - self.started:5.1f}s {item_id} "
+                f"{result.build.name} ({need}): {verdict} - {'as required' if result.ok else 'NOT as required'}")
+        if self.tty:
+            click.echo("\r\033[K" + line, err=True, nl=done == total)
+        else:
+            click.echo(line, err=True)
+
+
 class ReplayGroup(click.Group):
     """``replay SCENARIO ...`` runs scenarios; ``replay from-bundle`` is a subcommand."""
 
@@ -256,7 +272,7 @@ def verify_command(incident: Path, elf_path: tuple[Path, ...], jobs: int | None,
     from replay.verify import write_verdicts as write
 
     results = verify_incident(incident, search_path=elf_path, jobs=jobs,
-                              progress=_Progress(enabled=not as_json))
+                              progress=_VerifyProgress(enabled=not as_json))
     if write_verdicts:
         for p in write(incident, results):
             click.echo(f"wrote {p}", err=True)

@@ -145,7 +145,7 @@ def _builds(c: Checker, path: KeyPath, value: Any, root: Path,
 
 def verify_incident(incident: Path, *, search_path: tuple[Path, ...] = (),
                     jobs: int | None = None,
-                    progress: Callable[[int, int, CellResult], None] | None = None,
+                    progress: Callable[[int, int, str, BuildResult], None] | None = None,
                     ) -> list[ItemResult]:
     """Run every action item's check on its builds (in parallel) and judge each item."""
     _, items = load_action_items(incident, search_path=search_path)
@@ -166,7 +166,17 @@ def verify_incident(incident: Path, *, search_path: tuple[Path, ...] = (),
             for b in builds:
                 cells.append(Cell(scenario, firmware=b, label=f"{item.id} {b.name}"))
                 roles.append((n, role))
-    outcomes = run_matrix(cells, jobs=jobs, progress=progress, search_path=search_path)
+    role_of = {id(cell): (items[n].id, role) for cell, (n, role) in zip(cells, roles)}
+
+    def judged(done: int, total: int, outcome: CellResult) -> None:
+        # Progress in the item's terms: an incident build must reproduce, a
+        # fix build must run clean (the scenario's own "expectations met"
+        # would read backwards on a fix build).
+        if progress is not None:
+            item_id, role = role_of[id(outcome.cell)]
+            progress(done, total, item_id, _build_result(role, outcome))
+
+    outcomes = run_matrix(cells, jobs=jobs, progress=judged, search_path=search_path)
     for (n, role), outcome in zip(roles, outcomes):
         results[n].builds.append(_build_result(role, outcome))
     for r in results:

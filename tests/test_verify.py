@@ -37,8 +37,17 @@ def test_bad_action_items_are_rejected(tmp_path):
 
 @pytest.mark.qemu
 def test_verify_fixture_incident(tmp_path):
-    results = verify_incident(INCIDENT, jobs=2)
+    seen = []
+    results = verify_incident(INCIDENT, jobs=2,
+                              progress=lambda done, total, item, b: seen.append((item, b)))
     status = {r.item.id: r.status for r in results}
+    # progress speaks of the item's role: on the fix build, "clean" is what is required
+    ai1 = {b.role: b for item, b in seen if item == "AI-1"}
+    assert ai1["must_fail_on"].label == "reproduces" and ai1["must_fail_on"].ok
+    assert ai1["must_pass_on"].label == "clean" and ai1["must_pass_on"].ok
+    ai3_fix = [b for item, b in seen if item == "AI-3" and b.role == "must_pass_on"]
+    assert ai3_fix and not ai3_fix[0].ok
+    assert len(seen) == sum(len(r.builds) for r in results)
     assert status == {"AI-1": "closed", "AI-2": "closed", "AI-3": "open", "AI-4": "closed",
                       "AI-5": "closed", "AI-6": "invalid", "AI-7": "unverified"}
     reasons = {r.item.id: r.reason for r in results}
