@@ -412,9 +412,14 @@ class ElfCrashDecoder:
             return None
         summary = (d.fault or {}).get("summary") or crash.fault or "fault"
         loc = d.location or {}
-        backtrace = tuple(
-            f"{f.get('function') or '??'} ({(f.get('file') or '??').rsplit('/', 1)[-1]}:"
-            f"{f.get('line') or '?'})" for f in d.frames)
+        def where(f: dict[str, Any], inlined: bool = False) -> str:
+            return (f"{f.get('function') or '??'} ({(f.get('file') or '??').rsplit('/', 1)[-1]}:"
+                    f"{f.get('line') or '?'}){' [inlined]' if inlined else ''}")
+
+        # one entry per source-level frame, inline levels first (innermost first), as gdb's bt
+        backtrace = tuple(entry for f in d.frames
+                          for entry in (*(where(i, True) for i in f.get("inlined") or ()),
+                                        where(f)))
         explanations = tuple(f"{b['register']}.{b['name']}: {b['meaning']}"
                              for b in (d.fault or {}).get("bits", []))
         if not crash.frame_available:

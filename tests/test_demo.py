@@ -48,6 +48,10 @@ def test_demo_report_has_every_section_and_cites_the_evidence(demo):
     assert "![Timeline" in report and (out / "report.timeline.svg").exists()
     assert "where: `adc_read (src/adc.c:92)`" in report
     assert "where: `window_mean (src/sampler.c:54)`" in report
+    # the backtrace names the inline levels, innermost first, as gdb's bt does
+    assert ("backtrace: `window_mean (sampler.c:54) [inlined]` ← "
+            "`averager_push (sampler.c:77) [inlined]` ← `process_sample (sampler.c:104)`") in report
+    assert "backtrace: `adc_read (adc.c:92)` ← `sample_tick (sampler.c:125)`" in report
     for node in NODES:
         sha = __import__("hashlib").sha256(
             (out / "incident" / "evidence" / node.name / "manifest.json").read_bytes()).hexdigest()
