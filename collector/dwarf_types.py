@@ -652,6 +652,13 @@ def _location_address(die: DIE) -> int | None:
 _INT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
+def _is_text(raw: bytes) -> bool:
+    return all(b in _TEXT_BYTES for b in raw)
+
+
 def decode(dtype: DwarfType, data: bytes, offset: int = 0) -> Any:
     """The value of type ``dtype`` stored at ``data[offset:]`` (little-endian)."""
     dtype = _strip(dtype)
@@ -668,8 +675,13 @@ def decode(dtype: DwarfType, data: bytes, offset: int = 0) -> Any:
         return out
     if isinstance(dtype, ArrayType):
         if isinstance(dtype.element, BaseType) and dtype.element.encoding.endswith("char"):
-            text = data[offset : offset + dtype.count]
-            return text.split(b"\0", 1)[0].decode("latin-1")
+            raw = bytes(data[offset : offset + dtype.count])
+            text, _, rest = raw.partition(b"\0")
+            if _is_text(text) and not rest.strip(b"\0"):
+                return text.decode("latin-1")
+            # Not a NUL-terminated string (a build ID, a MAC address, a hash in a
+            # uint8_t array): every byte is kept; JSON writers show it as hex.
+            return raw
         return [decode(dtype.element, data, offset + i * dtype.element.size)
                 for i in range(dtype.count)]
     if isinstance(dtype, EnumType):
@@ -727,6 +739,12 @@ def _encode_into(dtype: DwarfType, value: Any, buf: bytearray, offset: int, wher
     if isinstance(dtype, ArrayType):
         if isinstance(value, int) and not isinstance(value, bool) and value == 0:
             return  # zero-fill
+        if isinstance(value, (bytes, bytearray)) and isinstance(dtype.element, BaseType):
+            if len(value) > dtype.count:
+                raise InputError(f"{where}: {len(value)} bytes, the array holds {dtype.count}",
+                                 value=value.hex())
+            buf[offset : offset + len(value)] = value
+            return
         if isinstance(value, str) and isinstance(dtype.element, BaseType):
             encoded = value.encode("latin-1", "replace")
             if len(encoded) > dtype.count:

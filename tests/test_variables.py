@@ -526,3 +526,23 @@ def test_nested_arrays_stop_at_the_value_budget():
     assert 99_000 < count(value) <= 100_100
     assert value.truncated or any(m.truncated for m in value.members)
     assert render(value).endswith("...}")
+
+
+def test_byte_arrays_that_are_not_text_keep_every_byte():
+    """A build ID in a uint8_t array is bytes (hex in JSON), not a latin-1 string cut at NUL."""
+    from collector.debug_capture import _jsonable
+    from collector.dwarf_types import ArrayType, BaseType, decode, encode
+
+    uchar = BaseType("unsigned char", 1, "unsigned_char")
+    arr = ArrayType("unsigned char[8]", 8, uchar, 8)
+    build_id = bytes.fromhex("bfab0002d3b0ab00")
+    assert decode(arr, build_id) == build_id
+    assert _jsonable({"build_id": decode(arr, build_id)}) == {"build_id": "bfab0002d3b0ab00"}
+    assert encode(arr, build_id) == build_id
+    # text stays text: NUL-terminated, NUL-padded
+    assert decode(arr, b"v1.0\0\0\0\0") == "v1.0"
+    assert encode(arr, "v1.0") == b"v1.0\0\0\0\0"
+    # text followed by stale bytes after the NUL is not a clean string: keep the bytes
+    assert decode(arr, b"ab\0zzzzz") == b"ab\0zzzzz"
+    with pytest.raises(InputError, match="the array holds 8"):
+        encode(arr, bytes(9))
