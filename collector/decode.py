@@ -155,8 +155,10 @@ def decode_evidence(ev: CrashEvidence, image: ElfImage | None,
     if image is not None and "pc" in ev.registers:
         from collector.unwind import unwind
 
+        # Deep enough to reach main through a runaway recursion (a stack
+        # overflow); the text shows the repeated frames once, with a count.
         bt = unwind(image, ev.registers, ev.memory, arch=ev.arch,
-                    registers_at=ev.registers_at)
+                    registers_at=ev.registers_at, max_frames=1024)
         frames = [f.to_json() for f in bt.frames]
         for f in frames:
             f["verified"] = bool(firmware["symbols_verified"])
@@ -190,6 +192,11 @@ def _faulting_frame(frames: list[dict[str, Any]], ev: CrashEvidence) -> dict[str
     frame = None
     if ev.registers_at == "handler":
         frame = next((f for f in frames if f.get("how") == "exception-frame"), None)
+        if frame is None:
+            # The exception frame was not written (MSTKERR, STKERR, STKOF): the
+            # interrupted code is the first frame the unwinder found below it
+            # (by stack scan), not where the handler was halted.
+            frame = next((f for f in frames if f.get("exception")), None)
     if frame is None and frames:
         frame = frames[0]
     if frame is None:
@@ -234,7 +241,9 @@ def format_text(d: Decoded) -> str:
     elif ev.fault_name:
         out.append(f"{ev.fault_name} (the device's words; no fault status registers captured)")
     if d.location:
-        out.append(f"at 0x{d.location['pc']:08x} in {_where(d.location)}")
+        found = ("  (found by stack scan: no trustworthy exception frame)"
+                 if d.location.get("how") == "scan" else "")
+        out.append(f"at 0x{d.location['pc']:08x} in {_where(d.location)}{found}")
         for inl in d.location.get("inlined") or []:
             out.append(f"   inlined into {_where(inl)}")
     if d.backtrace_text:
@@ -355,9 +364,10 @@ class ElfCrashDecoder:
         self._captures: dict[Path, Any] = {}
         self.missing: set[str] = set()
 
-    def _captured_memory(self, bundle: Path, image: ElfImage, regs: dict[str, int]) -> Any:
-        """The bundle's debug-captured memory, when it was captured after this very crash
-        (its crash record holds the same pc and CFSR): then the unwinder can walk the stack."""
+    def _capture(self, bundle: Path, image: ElfImage, regs: dict[str, int]) -> Any:
+        """The bundle's debug capture, when it was taken after this very crash (its crash
+        record holds the same CFSR and the same pc, PSP and MSP where both state them):
+        then the unwinder can walk the captured stack."""
         if bundle not in self._captures:
             from collector.sources import load_evidence
 
@@ -372,9 +382,12 @@ class ElfCrashDecoder:
         if ev is None:
             return None
         record = ev.extra.get("crash_record") or {}
-        if record.get("pc") == regs.get("pc") and record.get("cfsr") == regs.get("cfsr"):
-            return ev.memory
-        return None
+        if record.get("cfsr") != regs.get("cfsr"):
+            return None
+        shared = [k for k in ("pc", "psp", "msp") if k in record and k in regs]
+        if not shared or any(record[k] != regs[k] for k in shared):
+            return None
+        return ev
 
     def _image(self, build_id: str | None) -> ElfImage | None:
         if not build_id:
@@ -400,30 +413,56 @@ class ElfCrashDecoder:
         if not crash.frame_available:
             for name in ("r0", "r1", "r2", "r3", "r12", "lr", "pc", "xpsr"):
                 regs.pop(name, None)
-        memory = self._captured_memory(bundle, image, regs) or MemoryImage(elf=image)
-        ev = CrashEvidence(source="crashlog", origin=str(bundle), registers=regs,
-                           registers_at="stacked", memory=memory,
-                           fault_name=crash.fault, firmware_version=crash.firmware_version,
-                           build_id=crash.build_id, build_id_origin="crash log")
+        captured = self._capture(bundle, image, regs)
+        if captured is not None and not crash.frame_available:
+            # No stacked frame in the log, but the debugger caught the core in
+            # this crash's handler: unwind from there (through a stack scan).
+            ev = captured
+        else:
+            memory = captured.memory if captured is not None else MemoryImage(elf=image)
+            ev = CrashEvidence(source="crashlog", origin=str(bundle), registers=regs,
+                               registers_at="stacked", memory=memory,
+                               fault_name=crash.fault, firmware_version=crash.firmware_version,
+                               build_id=crash.build_id, build_id_origin="crash log")
         try:
-            d = decode_evidence(ev, image if "pc" in regs else None)
+            d = decode_evidence(ev, image if "pc" in ev.registers else None)
         except CrashcartError as exc:
             LOG.warning("%s: crash not decoded: %s", bundle, exc)
             return None
         summary = (d.fault or {}).get("summary") or crash.fault or "fault"
         loc = d.location or {}
-        def where(f: dict[str, Any], inlined: bool = False) -> str:
-            return (f"{f.get('function') or '??'} ({(f.get('file') or '??').rsplit('/', 1)[-1]}:"
-                    f"{f.get('line') or '?'}){' [inlined]' if inlined else ''}")
-
-        # one entry per source-level frame, inline levels first (innermost first), as gdb's bt
-        backtrace = tuple(entry for f in d.frames
-                          for entry in (*(where(i, True) for i in f.get("inlined") or ()),
-                                        where(f)))
         explanations = tuple(f"{b['register']}.{b['name']}: {b['meaning']}"
                              for b in (d.fault or {}).get("bits", []))
         if not crash.frame_available:
-            explanations += ("the stacked frame was not readable (stacking failed), so there "
-                             "is no faulting PC to symbolize",)
+            explanations += (
+                "the stacked frame was not written (stacking failed); the location and "
+                "backtrace come from a stack scan of the debugger-captured stack"
+                if loc.get("how") == "scan" else
+                "the stacked frame was not readable (stacking failed), so there is no "
+                "faulting PC to symbolize",)
         return DecodedFault(summary=summary, function=loc.get("function"), file=loc.get("file"),
-                            line=loc.get("line"), backtrace=backtrace, explanations=explanations)
+                            line=loc.get("line"), backtrace=_backtrace_entries(d),
+                            explanations=explanations)
+
+
+def _backtrace_entries(d: Decoded) -> tuple[str, ...]:
+    """The backtrace for a report line: from the interrupted code outward (the fault
+    handler's own frames are left out), one entry per source-level frame with inline
+    levels first, as gdb's bt; a recursion is one entry with its count."""
+    frames = d.frames
+    start = (d.location or {}).get("frame_index")
+    if isinstance(start, int) and 0 < start < len(frames):
+        frames = frames[start:]
+
+    def where(f: dict[str, Any], inlined: bool = False) -> str:
+        return (f"{f.get('function') or '??'} ({(f.get('file') or '??').rsplit('/', 1)[-1]}:"
+                f"{f.get('line') or '?'}){' [inlined]' if inlined else ''}")
+
+    entries: list[list[Any]] = []  # [text, count]
+    for f in frames:
+        for text in (*(where(i, True) for i in f.get("inlined") or ()), where(f)):
+            if entries and entries[-1][0] == text:
+                entries[-1][1] += 1
+            else:
+                entries.append([text, 1])
+    return tuple(t if n == 1 else f"{t} ×{n}" for t, n in entries)

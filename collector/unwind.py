@@ -140,9 +140,26 @@ class Backtrace:
         """GDB-like text: one line per frame, inline frames numbered as GDB numbers them."""
         lines = []
         n = 0
-        for frame in self.frames:
+        repeat = 0  # frames like the one before (deep recursion), shown once as a count
+        for i, frame in enumerate(self.frames):
+            prev = self.frames[i - 1] if i else None
+            same = (prev is not None and not frame.signal_frame and frame.exception is None
+                    and prev.exception is None and not prev.signal_frame
+                    and (frame.pc, frame.function, frame.how) == (prev.pc, prev.function, prev.how))
+            if same:
+                repeat += 1
+                if repeat > 2:
+                    n += len(frame.source_frames())
+                    nxt = self.frames[i + 1] if i + 1 < len(self.frames) else None
+                    if nxt is None or (nxt.pc, nxt.function, nxt.how) != (frame.pc, frame.function,
+                                                                          frame.how):
+                        lines.append(f"     ... {repeat - 2} more frames like the one above "
+                                     f"(recursion), up to #{n - 1}")
+                    continue
+            else:
+                repeat = 0
             if frame.signal_frame:
-                lines.append(f"#{n:<3}<signal handler called>  [{frame.how}: "
+                lines.append(f"{_num(n)}<signal handler called>  [{frame.how}: "
                              f"{frame.function or frame.symbol or '??'} 0x{frame.pc:08x}]")
                 n += 1
                 continue
@@ -151,7 +168,7 @@ class Backtrace:
                 where = f" at {src.file}:{src.line}" if src.file and src.line else ""
                 addr = f"0x{frame.pc:08x} in " if k == 0 and frame.index > 0 else ""
                 tag = f"  [{frame.how}]" if k == 0 else ""
-                lines.append(f"#{n:<3}{addr}{src.function or '??'} (){where}{tag}")
+                lines.append(f"{_num(n)}{addr}{src.function or '??'} (){where}{tag}")
                 n += 1
             if frame.exception is not None:
                 exc = frame.exception
@@ -167,6 +184,12 @@ class Backtrace:
         lines.append(f"Backtrace stopped: {self.stop_reason}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines) + "\n"
+
+
+def _num(n: int) -> str:
+    """GDB's frame number column: "#7  ", "#42 ", "#149 "."""
+    label = f"#{n}"
+    return label.ljust(4) if len(label) < 4 else label + " "
 
 
 # -- the entry point ---------------------------------------------------------------------

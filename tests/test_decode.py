@@ -32,7 +32,9 @@ EXPECTED = {
                               [("averager_push", 77), ("process_sample", 104)]),
     # HardFault escalated from a UsageFault: the primary (the cause) is the UsageFault.
     "trace-logging": ("UsageFault", {"FORCED", "INVSTATE"}, None, None, None, []),
-    "deep-cascade": ("MemManage", {"DACCVIOL", "MSTKERR", "MMARVALID"}, None, None, None, []),
+    # MSTKERR: no exception frame; the interrupted code is found by a stack scan.
+    "deep-cascade": ("MemManage", {"DACCVIOL", "MSTKERR", "MMARVALID"}, "biquad_cascade",
+                     "filter.c", None, []),
     "wide-filter": (None, set(), "fir_apply", "filter.c", None, []),
 }
 
@@ -96,6 +98,14 @@ def test_decode_bundle_names_fault_cause_and_location(bundles, fault):
     if fault == "deep-cascade":
         assert doc["fault"]["mmfar"] == 0x200020E0
         assert doc["fault"]["frame_trustworthy"] is False
+        assert doc["location"]["how"] == "scan"
+        # the unwind goes through the whole runaway recursion down to main
+        names = [f["function"] for f in doc["frames"]]
+        assert names[-1] == "main" and names.count("biquad_cascade") > 100, names
+        text = run("decode", str(bundles[fault]), "--elf", str(ELF)).output
+        assert "found by stack scan" in text
+        assert re.search(r"\.\.\. \d+ more frames like the one above \(recursion\)", text)
+        assert len(text.splitlines()) < 70, text
     if function is not None:
         loc = doc["location"]
         assert loc["function"] == function, loc

@@ -52,6 +52,10 @@ def test_demo_report_has_every_section_and_cites_the_evidence(demo):
     assert ("backtrace: `window_mean (sampler.c:54) [inlined]` ← "
             "`averager_push (sampler.c:77) [inlined]` ← `process_sample (sampler.c:104)`") in report
     assert "backtrace: `adc_read (adc.c:92)` ← `sample_tick (sampler.c:125)`" in report
+    # the stack overflow (MSTKERR, no stacked frame): found by a scan of the SWD-captured
+    # stack, the recursion shown once with its depth, down to main
+    assert re.search(r"where: `biquad_cascade \(src/filter.c:100\)`\n  - backtrace: "
+                     r"`biquad_cascade \(filter.c:100\) ×\d{3}` ← `filter_apply .*`main ", report)
     for node in NODES:
         sha = __import__("hashlib").sha256(
             (out / "incident" / "evidence" / node.name / "manifest.json").read_bytes()).hexdigest()
