@@ -82,8 +82,9 @@ class CrashcartGroup(click.Group):
 def cli(ctx: click.Context, verbose: int) -> None:
     """Collect, decode and replay Cortex-M crash evidence.
 
-    Start with `crashcart sim run` to boot the fixture firmware on a
-    simulated board (QEMU), or see README.md for the whole incident flow.
+    Start with `crashcart demo`: a whole incident on simulated boards
+    (QEMU), from collect to the post-mortem and its replayed action items.
+    At the bench: `crashcart collect`, then `crashcart decode BUNDLE --elf`.
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
