@@ -110,6 +110,7 @@ class UnwoundFrame:
     registers: dict[str, int] = field(default_factory=dict)
     signal_frame: bool = False
     symbol: str | None = None  # ELF symbol containing pc, when DWARF has no function
+    cfi_source: str | None = None  # how == "cfi": ".debug_frame" or ".ARM.exidx"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -117,7 +118,7 @@ class UnwoundFrame:
             "function": self.function, "file": self.file, "line": self.line,
             "inlined": [f.to_json() for f in self.inlined],
             "exception": self.exception, "signal_frame": self.signal_frame,
-            "symbol": self.symbol,
+            "symbol": self.symbol, "cfi_source": self.cfi_source,
             "registers": dict(sorted(self.registers.items(), key=lambda kv: _reg_order(kv[0]))),
         }
 
@@ -258,6 +259,7 @@ class _State:
     exception: dict[str, Any] | None = None
     lr_live: bool = False  # lr is this frame's own (first frame, exception frame): leaf rule
     used_return: int | None = None  # "lr" frames: the return address already followed
+    cfi_source: str | None = None  # how == "cfi": the table the caller was found with
 
 
 class _Unwinder:
@@ -414,7 +416,8 @@ class _Unwinder:
         return UnwoundFrame(index=index, pc=state.pc, sp=state.sp, how=state.how,
                             function=function, file=file, line=line, inlined=inlined,
                             exception=state.exception, registers=regs,
-                            signal_frame=self.tables.is_signal_frame(lookup), symbol=symbol)
+                            signal_frame=self.tables.is_signal_frame(lookup), symbol=symbol,
+                            cfi_source=state.cfi_source)
 
     def _is_code(self, address: int) -> bool:
         return self.tables.in_code(address)
@@ -437,7 +440,10 @@ class _Unwinder:
                 return self._scan_or_stop(state, "the stack pointer of this frame is unknown "
                                           "(pass sp, or msp/psp with exc_return)")
             try:
-                return self._step_cfi(state, row)
+                caller = self._step_cfi(state, row)
+                if caller.how == "cfi":
+                    caller.cfi_source = ".debug_frame"
+                return caller
             except _Stop:
                 raise
             except MemoryNotCaptured as err:
@@ -445,11 +451,21 @@ class _Unwinder:
                                           f"{err.message}", after_cfi=row)
             except _CfiError as err:
                 return self._scan_or_stop(state, f"CFI at 0x{lookup:08x}: {err}")
+        why = f"no unwind information for 0x{state.pc:08x}"
         exidx = self.tables.exidx(lookup)
-        if exidx is not None and exidx.cant_unwind:
-            raise _Stop(f"0x{state.pc:08x} is in a function marked EXIDX_CANTUNWIND "
-                        "(.ARM.exidx): it cannot be unwound")
-        if exidx is not None and state.sp is not None:
+        if exidx is not None and exidx.error is not None:
+            # A broken entry (or table) is no information: never the previous entry's rules.
+            why = f".ARM.exidx at 0x{lookup:08x}: {exidx.error}"
+        elif exidx is not None and exidx.cant_unwind:
+            # EHABI 5: EXIDX_CANTUNWIND; GNU ld also puts it after code without unwind
+            # tables (assembly), so it means "no information", as it does for GDB.
+            why = (f"0x{state.pc:08x} is in a function marked EXIDX_CANTUNWIND (.ARM.exidx): "
+                   "no unwind information")
+        elif exidx is not None and state.interrupted and lookup == exidx.start and state.lr_live:
+            # The table describes the frame after the prologue (EHABI 9.3 undoes it); at the
+            # function's first instruction nothing is pushed yet: the leaf rule is exact.
+            exidx = None
+        elif exidx is not None and state.sp is not None:
             try:
                 return self._step_exidx(state, exidx)
             except MemoryNotCaptured as err:
@@ -458,8 +474,10 @@ class _Unwinder:
             except _CfiError as err:
                 return self._scan_or_stop(state, f".ARM.exidx at 0x{lookup:08x}: {err}")
         if state.lr_live and LR in state.regs:
+            if exidx is not None:
+                self.warnings.append(f"{why}: continuing from lr")
             return self._return_to(state, state.regs[LR], state.sp, dict(state.regs), "lr")
-        return self._scan_or_stop(state, f"no unwind information for 0x{state.pc:08x}")
+        return self._scan_or_stop(state, why)
 
     def _return_to(self, state: _State, ra: int, cfa: int | None, caller_regs: dict[int, int],
                    how: str) -> _State:
@@ -773,11 +791,12 @@ class _Unwinder:
                                               self.memory.read_u32)
         caller[SP] = vsp
         ra = caller[PC] if pc_set else caller.get(LR)
-        if ra is None:
-            raise _CfiError("lr is unknown")
-        if not pc_set and state.how not in ("registers", "exception-frame") and LR not in caller:
-            raise _CfiError("lr is unknown")
-        return self._return_to(state, ra, vsp, caller, "cfi")
+        if ra is None:  # EHABI 9.3 "Finish": pc = lr when no instruction popped r15
+            raise _CfiError("the return address is unknown (lr not known in this frame)")
+        found = self._return_to(state, ra, vsp, caller, "cfi")
+        if found.how == "cfi":
+            found.cfi_source = ".ARM.exidx"
+        return found
 
     # -- scanning ---------------------------------------------------------------
 
@@ -934,9 +953,13 @@ class _Tables:
         self._fde_starts = [f.start for f in self.fdes]
         exidx = next((s for s in sections if s.name == ".ARM.exidx"), None)
         self.exidx_entries: list[_ExidxEntry] = []
+        self.exidx_error: str | None = None  # the whole table is unusable
         if exidx is not None:
-            self.exidx_entries = _parse_exidx(image, exidx.address,
-                                              section_data(image.data, exidx))
+            self.exidx_entries, self.exidx_error = _parse_exidx(
+                image, exidx.address, section_data(image.data, exidx))
+            if self.exidx_error is not None:
+                self.warnings.append(f".ARM.exidx is malformed ({self.exidx_error}); not used")
+                LOG.warning("%s: .ARM.exidx is malformed: %s", image.path, self.exidx_error)
         self._exidx_starts = [e.start for e in self.exidx_entries]
         self._rows: dict[int, list[_Row]] = {}
         self._lines: _GdbLineTable | None = None
@@ -970,14 +993,16 @@ class _Tables:
         return fde is not None and fde.cie.signal
 
     def exidx(self, pc: int) -> _ExidxEntry | None:
+        """The ``.ARM.exidx`` entry covering ``pc``; one with ``error`` when it is unusable."""
+        if not self.in_code(pc):
+            return None
+        if self.exidx_error is not None:
+            return _ExidxEntry(pc, False, b"", f".ARM.exidx is malformed ({self.exidx_error})")
+        # An entry covers up to the next entry's start (EHABI 5: the table is sorted).
         i = bisect_right(self._exidx_starts, pc) - 1
         if i < 0:
             return None
-        entry = self.exidx_entries[i]
-        # An entry covers up to the next entry's start (EHABI 5: the table is sorted).
-        if not self.in_code(pc):
-            return None
-        return entry
+        return self.exidx_entries[i]
 
     def symbol_at(self, address: int) -> str | None:
         best = None
@@ -1459,50 +1484,79 @@ class _ExidxEntry:
     start: int
     cant_unwind: bool
     instructions: bytes
+    error: str | None = None  # why this entry cannot be used (it still ends the one before)
+    table: str = ".ARM.exidx"  # where the instructions are: ".ARM.exidx" or ".ARM.extab"
 
 
 def _prel31(word: int, place: int) -> int:
+    # EHABI 4.4.2: a 31-bit place-relative offset, sign-extended from bit 30.
     offset = word & 0x7FFFFFFF
     if offset & 0x40000000:
         offset -= 0x80000000
     return (place + offset) & 0xFFFFFFFF
 
 
-def _parse_exidx(image: ElfImage, address: int, data: bytes) -> list[_ExidxEntry]:
-    out = []
-    for i in range(0, len(data) - 7, 8):
+def _parse_exidx(image: ElfImage, address: int, data: bytes
+                 ) -> tuple[list[_ExidxEntry], str | None]:
+    """The index table (EHABI 5) as entries, and why the whole table is unusable, if it is.
+
+    A bad entry is kept with its ``error`` (so the entry before it does not
+    appear to cover its function); a table out of order is unusable, as a
+    binary search over it would find wrong entries.
+    """
+    out: list[_ExidxEntry] = []
+    if len(data) % 8:
+        return [], f"size {len(data)} is not a multiple of 8 bytes"
+    for i in range(0, len(data), 8):
         w0, w1 = struct.unpack_from("<II", data, i)
-        start = _prel31(w0, address + i) & ~1
-        if w1 == 1:  # EXIDX_CANTUNWIND
-            out.append(_ExidxEntry(start, True, b""))
-            continue
-        if w1 & 0x80000000:  # inline compact model (EHABI 6.3)
-            words = [w1]
-        else:
-            at = _prel31(w1, address + i + 4)
-            first = image.read(at, 4)
-            if first is None:
-                continue
-            head = int.from_bytes(first, "little")
-            if not head & 0x80000000:
-                continue  # generic personality routine: cannot be interpreted here
-            extra = (head >> 16) & 0xFF if (head >> 24) & 0x0F in (1, 2) else 0
+        here = address + i
+        if w0 & 0x80000000:
+            return [], f"entry at 0x{here:08x}: bit 31 of the function offset is set"
+        start = _prel31(w0, here) & ~1
+        if out and start < out[-1].start:
+            return [], (f"entries out of order: 0x{start:08x} (entry at 0x{here:08x}) follows "
+                        f"0x{out[-1].start:08x}")
+        out.append(_exidx_entry(image, start, w1, here + 4))
+    return out, None
+
+
+def _exidx_entry(image: ElfImage, start: int, w1: int, place: int) -> _ExidxEntry:
+    if w1 == 1:  # EXIDX_CANTUNWIND (EHABI 5)
+        return _ExidxEntry(start, True, b"")
+    table = ".ARM.exidx"
+    if w1 & 0x80000000:  # the compact model inline (EHABI 5, 6.3)
+        words = [w1]
+    else:  # prel31 to the .ARM.extab entry
+        at = _prel31(w1, place)
+        first = image.read(at, 4)
+        if first is None:
+            return _ExidxEntry(start, False, b"", f"its .ARM.extab entry 0x{at:08x} is outside "
+                               "the ELF's loaded data")
+        head = int.from_bytes(first, "little")
+        if not head & 0x80000000:
+            return _ExidxEntry(start, False, b"", f"generic personality routine (.ARM.extab "
+                               f"0x{at:08x}): its unwinding cannot be interpreted")
+        table = ".ARM.extab"
+        words = [head]
+        if (head >> 24) & 0x0F in (1, 2):  # EHABI 10.2: byte 2 counts the words that follow
+            extra = (head >> 16) & 0xFF
             more = image.read(at + 4, 4 * extra) if extra else b""
-            words = [head] + list(struct.unpack(f"<{extra}I", more or b"")) if (
-                more is not None) else [head]
-        head = words[0]
-        index = (head >> 24) & 0x0F
-        if index == 0:
-            ins = bytes([(head >> 16) & 0xFF, (head >> 8) & 0xFF, head & 0xFF])
-        elif index in (1, 2):
-            ins = bytes([(head >> 8) & 0xFF, head & 0xFF])
-            for w in words[1:]:
-                ins += w.to_bytes(4, "big")
-        else:
-            continue
-        out.append(_ExidxEntry(start, False, ins))
-    out.sort(key=lambda e: e.start)
-    return out
+            if more is None:
+                return _ExidxEntry(start, False, b"", f".ARM.extab entry 0x{at:08x} is "
+                                   f"truncated: {extra} more words do not fit the ELF")
+            words += struct.unpack(f"<{extra}I", more)
+    head = words[0]
+    index = (head >> 24) & 0x0F
+    if index == 0:  # Su16: three instruction bytes
+        ins = bytes([(head >> 16) & 0xFF, (head >> 8) & 0xFF, head & 0xFF])
+    elif index in (1, 2):  # Lu16 / Lu32: two bytes, then whole words
+        ins = bytes([(head >> 8) & 0xFF, head & 0xFF])
+        for w in words[1:]:
+            ins += w.to_bytes(4, "big")
+    else:
+        return _ExidxEntry(start, False, b"", f"personality routine index {index} is not "
+                           "one of the ARM-defined ones (0, 1, 2)")
+    return _ExidxEntry(start, False, ins, table=table)
 
 
 def _ehabi_execute(ins: bytes, regs: Mapping[int, int], sp: int,
@@ -1521,6 +1575,9 @@ def _ehabi_execute(ins: bytes, regs: Mapping[int, int], sp: int,
                 vsp = (vsp + 4) & 0xFFFFFFFF
                 if base + bit == PC:
                     pc_set = True
+        if base == 4 and mask >> (SP - 4) & 1:
+            # EHABI 9.3 remark: a popped r13 is written to vsp after the whole instruction.
+            vsp = out.pop(SP)
 
     while pos < len(ins):
         op = ins[pos]
@@ -1552,7 +1609,9 @@ def _ehabi_execute(ins: bytes, regs: Mapping[int, int], sp: int,
         elif op == 0xB0:
             break
         elif op == 0xB1:
-            mask = ins[pos] if pos < len(ins) else 0
+            if pos >= len(ins):
+                raise _CfiError("truncated unwind instruction")
+            mask = ins[pos]
             pos += 1
             if mask == 0 or mask & 0xF0:
                 raise _CfiError("reserved unwind instruction")
@@ -1560,6 +1619,10 @@ def _ehabi_execute(ins: bytes, regs: Mapping[int, int], sp: int,
         elif op == 0xB2:
             v, pos = _uleb(ins, pos)
             vsp = (vsp + 0x204 + (v << 2)) & 0xFFFFFFFF
+        elif op == 0xB4:  # pop the return address authentication code (PACBTI, v8.1-M)
+            vsp = (vsp + 4) & 0xFFFFFFFF
+        elif op == 0xB5:  # use vsp as the PAC modifier: no effect on the unwind
+            pass
         elif op in (0xB3, 0xC8, 0xC9):
             if pos >= len(ins):
                 raise _CfiError("truncated unwind instruction")
