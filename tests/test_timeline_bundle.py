@@ -254,3 +254,40 @@ def test_bad_line_index_names_file_and_line(tmp_path):
     with pytest.raises(InputError) as info:
         read_bundle(tmp_path / "b")
     assert f"{index}:3:" in str(info.value)
+
+
+def test_place_all_agrees_with_the_placer():
+    xs = list(range(0, 60_000, 250))
+    ys = [T0 + x * 1000 + (i * 7919) % 4000 for i, x in enumerate(xs)]
+    uptimes = [0, None, 10, 30_000, None, 90_000, -5]
+    for fit in (fit_segment("d", 0, xs, ys), fit_segment("d", 1, [10], [T0])):
+        place = fit.placer()
+        walls, uncertainties = fit.place_all(uptimes)
+        assert [None if u is None else place(u) for u in uptimes] == [
+            None if w is None else (w, e) for w, e in zip(walls, uncertainties)]
+
+
+def _old_uptime_rule(text: str) -> int | None:
+    """How a log line's uptime was read before the regular expression (the reference)."""
+    if not text.startswith("["):
+        return None
+    end = text.find(" ms]", 1)
+    if end < 0:
+        return None
+    digits = text[1:end].lstrip(" ")
+    return int(digits) if digits.isdigit() and digits.isascii() else None
+
+
+@pytest.mark.parametrize("line", [
+    "[     250 ms] node 1", "[ ms] x", "[1 2 ms] y", "[12 ms]x", "[12 ms]", "[  13 ms]\r\n",
+    "[14 ms] a\r\r\n", "[ 00015 ms] z", "[\u0661\u0662 ms] arabic digits", "[-3 ms] neg",
+    "[99999999999 ms] big", "[5 ms]  two spaces", "x[5 ms] late", "[5 ms] a [6 ms] b", "[",
+    "[5 ms", " [5 ms] lead", "[\t5 ms] tab", "[²3 ms] superscript", "[5 ms]\n"])
+def test_uptime_stamp_reads_like_the_old_rule(line):
+    from timeline.bundle_events import _STAMP
+
+    text = line.rstrip("\r\n")
+    m = _STAMP.match(line)
+    assert (None if m is None else int(m[1])) == _old_uptime_rule(text)
+    if m is not None:
+        assert line[m.end():].rstrip("\r\n") == text[text.index(" ms]") + 5:]

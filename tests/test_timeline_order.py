@@ -146,3 +146,16 @@ def test_uptime_going_backwards_without_banner_is_an_inferred_reset(tmp_path):
     assert {f.boot for f in tl.fits} == {0, 1}
     logs = [e for e in tl.events if e.kind == "log"]
     assert [e.wall_us for e in logs] == sorted(e.wall_us for e in logs)
+
+
+def test_events_from_columns_builds_the_same_events():
+    from timeline.model import Event, events_from_columns
+
+    rows = [Event(1, 2, "external", "s", None, "note", "info", "m"),
+            Event(3, None, "uptime-aligned", "console", "d", "log", "warning", "n", "e#1", 5, 0,
+                  (("k", "v"),))]
+    built = events_from_columns(*zip(*rows))
+    assert built == rows and all(type(e) is Event for e in built)
+    assert built[1].details == (("k", "v"),) and built[0].crash is None
+    with pytest.raises(TypeError):
+        events_from_columns([1], [2])

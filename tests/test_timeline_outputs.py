@@ -17,9 +17,24 @@ from crashcart.cli import CrashcartGroup
 from timeline.builder import incident_timeline
 from timeline.cli import report_command, timeline_command
 from timeline.incident import load_incident
-from timeline.model import Event, IsoFormatter, parse_iso_us
+from timeline.model import (
+    CrashInfo,
+    DecodedFault,
+    Event,
+    IsoFormatter,
+    parse_iso_us,
+    us_to_datetime,
+)
 from timeline.picture import render_html, render_svg
-from timeline.render import timesketch_record, write_jsonl, write_markdown
+from timeline.render import (
+    MD_HEADER,
+    _json_escape_all,
+    _SecondCache,
+    markdown_row,
+    timesketch_record,
+    write_jsonl,
+    write_markdown,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 INCIDENT = ROOT / "fixtures" / "incident"
@@ -194,3 +209,83 @@ def test_timeline_command_refuses_other_files(cli, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     result = CliRunner().invoke(cli, ["timeline", str(tmp_path / "notes.txt")])
     assert result.exit_code == 2 and "event file" in result.output
+
+
+# -- the fast writers against their one-event definitions ------------------------------------
+
+TRICKY = ["plain", 'q"uote', "back\\slash", "pi|pe", "l<t", "nl\nnl", "cr\rcr", "tab\t",
+          "\x00\x01\x1f", "del\x7fsep", "µ±日本😀", "\u2028\u2029\x85", "\ud800lone", "`tick`",
+          "", " lead  trail ", "\\u0000", "%s %d %% {0} {{}}"]
+
+
+def _tricky_events(count: int, texts: list[str] = TRICKY) -> list[Event]:
+    crash = CrashInfo("BusFault", "1.0.0", "abc", 12, (("pc", 0x1BC),), complete=False,
+                      decoded=DecodedFault('sum "x"\\', "fn", "f.c", 3, ("a", "b")))
+    details_cycle = ((), (("ref", "r|1\n"),), (("ref", "a"), ("ref", "b"), ("n", 7)),
+                     (("device", "from-details"), ("boot", 9), ("gone", None), ("gone", "x")),
+                     (("message", "never"), ("f", 1.5)), (("flag", True),), (("big", 10 ** 20),))
+    events = []
+    for i in range(count):
+        text = texts[i % len(texts)]
+        other = texts[(i * 7 + 3) % len(texts)]
+        events.append(Event(
+            1_772_323_200_123_456 + i * 997_001 - (i % 3) * 10 ** 14,
+            None if i % 5 == 0 else i * 1234,
+            ("external", "host-received", "uptime-aligned", "interpolated", "reported")[i % 5],
+            other if i % 2 else "console", (None, text, "node-1")[i % 3],
+            ("log", "deploy", "capture", "crash", "note", "boot")[i % 6],
+            ("info", "warning", "error", "critical")[i % 4], f"{text} msg {other}",
+            None if i % 4 == 0 else f"{other}/ev#bytes={i}+2", None if i % 6 == 1 else i * 10,
+            None if i % 7 == 2 else i % 3, details_cycle[i % len(details_cycle)],
+            crash if i % 11 == 5 else None))
+    return events
+
+
+def _record_line(event: Event) -> str:
+    """The JSONL line crashcart has always written: ``json.dumps`` of the record, with
+    ``device`` before ``uncertainty_us`` for events without details or crash facts."""
+    record = timesketch_record(event, IsoFormatter())
+    if not event.details and event.crash is None and "device" in record:
+        keys = list(record)
+        keys.remove("device")
+        keys.insert(keys.index("uncertainty_us"), "device")
+        record = {k: record[k] for k in keys}
+    return json.dumps(record, ensure_ascii=False)
+
+
+#: Chunks without the separator are escaped in one piece, the others string by string.
+NO_SEPARATOR = [t for t in TRICKY if "\x7f" not in t]
+
+
+@pytest.mark.parametrize("texts", [TRICKY, NO_SEPARATOR])
+@pytest.mark.parametrize("count", [1, 7, 700])     # one chunk, several, a partial last one
+def test_jsonl_lines_are_json_dumps_of_the_record(count, texts):
+    events = _tricky_events(count, texts)
+    out = io.StringIO()
+    assert write_jsonl(events, out) == count
+    assert out.getvalue() == "".join(_record_line(e) + "\n" for e in events)
+
+
+@pytest.mark.parametrize("texts", [TRICKY, NO_SEPARATOR, ["plain", "text"]])
+@pytest.mark.parametrize("count", [1, 7, 700])
+def test_markdown_rows_are_markdown_row_of_each_event(count, texts):
+    events = _tricky_events(count, texts)
+    out = io.StringIO()
+    assert write_markdown(events, out) == count
+    assert out.getvalue() == MD_HEADER + "".join(markdown_row(e) for e in events)
+
+
+def test_chunked_json_escape_equals_json_dumps():
+    for texts in (NO_SEPARATOR, TRICKY, ["\x7f"], [""], ["a", ""]):
+        expected = [json.dumps(t, ensure_ascii=False)[1:-1] for t in texts]
+        assert _json_escape_all(texts) == expected
+
+
+def test_second_cache_matches_strftime():
+    seconds = _SecondCache("T")
+    for text in ("1970-01-01T00:00:00", "1969-12-31T23:59:59", "2024-02-29T23:59:59",
+                 "2026-03-01T12:34:56", "0001-01-01T00:00:00", "9999-12-31T23:59:59"):
+        second = parse_iso_us(text + "+00:00") // 1_000_000
+        moment = us_to_datetime(second * 1_000_000)
+        assert seconds[second] == moment.strftime("%Y-%m-%dT%H:%M:%S")   # year 1: "1-01-01"
+        assert _SecondCache(" ")[second] == moment.strftime("%Y-%m-%d %H:%M:%S")

@@ -21,6 +21,7 @@ backtrace) come from a *decoder*: any callable matching
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -28,6 +29,8 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from itertools import groupby, repeat
+from operator import add
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -51,6 +54,7 @@ from timeline.model import (
     CrashInfo,
     DecodedFault,
     Event,
+    events_from_columns,
     parse_iso_us,
 )
 
@@ -60,6 +64,9 @@ CONSOLE_RAW = "serial/console.raw"
 LINE_INDEX = "serial/lines.jsonl"
 _PAIR = re.compile(r"([a-z_]+)=(\S+)")
 _WARNING = re.compile(r"alarm|out of range|invalid|error|fail")
+#: The uptime stamp that opens a ``[%8u ms] text`` log line, and the one character (the
+#: space) between it and the text.
+_STAMP = re.compile(r"\[ *([0-9]+) ms\].?", re.S)
 _INDEX_FAST = re.compile(rb'^\{"offset": (\d+), "length": (\d+), "wall": '
                          rb'"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})\+00:00", "mono": [^\n]*$',
                          re.M)
@@ -225,6 +232,11 @@ class _Item(NamedTuple):
     crash: CrashInfo | None = None
 
 
+#: Builds an ``_Item`` from a tuple of all its fields without the Python-level
+#: ``NamedTuple.__new__`` (a Python call per log line on the hot path).
+_new_item = functools.partial(tuple.__new__, _Item)
+
+
 class _ConsoleParser:
     def __init__(self, root: Path, device: str, link: str, target: Target,
                  offset_us: int) -> None:
@@ -256,21 +268,26 @@ class _ConsoleParser:
         begin = self.target.console.crash_begin
         end = self.target.console.crash_end
         warning = _WARNING.search
-        items = self.items
-        append = items.append
-        lines = iter(self._lines(raw))
-        # Byte offsets are character offsets in ASCII, so the console is decoded once.
+        stamp = _STAMP.match
+        new_item = _new_item
+        append = self.items.append
+        lines = zip(*self._lines(raw))
+        # Byte offsets are character offsets in ASCII, so the console is decoded once
+        # and lines are matched in place (``pos``/``endpos``) without copying them.
         console = raw.decode("ascii") if raw.isascii() else None
         # The hot path (a log line stamped with uptime) works on locals; they are
         # written back to self around the rare lines that need the helpers.
         boot, last_uptime, xs, ys = self.boot, self.last_uptime, self.xs, self.ys
         for offset, length, host_us in lines:
+            stop = offset + length
             if console is not None:
-                text = console[offset:offset + length].rstrip("\r\n")
+                line, start, end_in_line = console, offset, stop
             else:
-                text = raw[offset:offset + length].decode("utf-8", "replace").rstrip("\r\n")
-            uptime = _uptime_of(text)
-            if uptime is not None:
+                line = raw[offset:stop].decode("utf-8", "replace")
+                start, end_in_line = 0, len(line)
+            m = stamp(line, start, end_in_line)
+            if m is not None:
+                uptime = int(m[1])
                 if last_uptime is not None and uptime < last_uptime:
                     self.boot, self.last_uptime = boot, last_uptime
                     self._inferred_reset(uptime, offset, length, host_us)
@@ -282,10 +299,11 @@ class _ConsoleParser:
                         xs, ys = self.points.setdefault(boot, ([], []))
                     xs.append(uptime)
                     ys.append(host_us)
-                body = text[text.index(" ms]") + 5:]
-                append(_Item("log", "warning" if warning(body) else "info", body, offset,
-                             length, uptime, boot, host_us))
+                body = line[m.end():end_in_line].rstrip("\r\n")
+                append(new_item(("log", "warning" if warning(body) else "info", body, offset,
+                                 length, uptime, boot, host_us, (), None)))
                 continue
+            text = line[start:end_in_line].rstrip("\r\n")
             stripped = text.strip()
             if not stripped:
                 continue
@@ -293,7 +311,7 @@ class _ConsoleParser:
             if stripped == begin:
                 self._crash_log(raw, offset, length, host_us, lines, begin, end)
             elif (banner is not None and (bm := banner.match(text))
-                  and raw.startswith(b"reset:", offset + length)):
+                  and raw.startswith(b"reset:", stop)):
                 # The `version` command prints the banner line too; a boot is followed by
                 # its reset cause.
                 self._boot(bm, offset, length, host_us, raw)
@@ -308,22 +326,34 @@ class _ConsoleParser:
             boot, last_uptime = self.boot, self.last_uptime
         self.boot, self.last_uptime = boot, last_uptime
 
-    def _lines(self, raw: bytes) -> list[tuple[int, int, int | None]]:
-        """(offset, length, host receive time) of every console line, from lines.jsonl."""
+    def _lines(self, raw: bytes) -> tuple[list[int], list[int], list[int | None]]:
+        """Offsets, lengths and host receive times of the console lines, from lines.jsonl.
+
+        Three parallel lists (columns), so the common case is built by C loops
+        (``map``) rather than one Python tuple per line.
+        """
         index = self.root / LINE_INDEX
         if not index.is_file():
             self.warnings.append(f"{self.device}: no {LINE_INDEX}; console lines have no "
                                  "host receive times and are placed between the capture's "
                                  "start and end")
-            return list(_split_lines(raw))
+            offsets, lengths = _split_lines(raw)
+            return offsets, lengths, [None] * len(offsets)
         data = index.read_bytes()
         seconds = _Seconds(self.offset_us)
         # What crashcart writes, read with one regular-expression pass instead of a JSON
         # parse per line; any other line sends the whole file down the careful path.
         found = _INDEX_FAST.findall(data)
         if len(found) == data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1):
-            return [(int(o), int(n), seconds[w] + int(us)) for o, n, w, us in found]
-        result: list[tuple[int, int, int | None]] = []
+            if not found:
+                return [], [], []
+            offset_digits, length_digits, stamps, micros = zip(*found)
+            hosts: list[int | None] = list(map(add, map(seconds.__getitem__, stamps),
+                                               map(int, micros)))
+            return list(map(int, offset_digits)), list(map(int, length_digits)), hosts
+        offsets: list[int] = []
+        lengths: list[int] = []
+        hosts = []
         for number, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -337,8 +367,10 @@ class _ConsoleParser:
             if not isinstance(offset, int) or not isinstance(length, int):
                 raise InputError("bad line index entry (offset and length must be integers)",
                                  path=index, line=number)
-            result.append((offset, length, wall))
-        return result
+            offsets.append(offset)
+            lengths.append(length)
+            hosts.append(wall)
+        return offsets, lengths, hosts
 
     def _inferred_reset(self, uptime: int, offset: int, length: int,
                         host_us: int | None) -> None:
@@ -408,27 +440,33 @@ class _ConsoleParser:
     def finish(self, start_us: int | None, end_us: int | None,
                decoder: CrashDecoder | None) -> tuple[tuple[ClockFit, ...], tuple[Event, ...]]:
         fits = self._fits()
-        placers = {boot: fit.placer() for boot, fit in fits.items()}
         items = self.items
         n = len(items)
+        # Column-wise from here: one list per field, so the million-line cases run in
+        # comprehensions and C loops (zip, map) instead of a Python loop per item.
+        kinds, severities, messages, offsets, lengths, uptimes, boots, hosts, details, crashes = (
+            [list(column) for column in zip(*items)] if n else [[] for _ in _Item._fields])
+        for i, kind in enumerate(kinds):
+            if (kind == "boot" or kind == "reset") and boots[i] in fits:
+                # Uptime counts from the reset: the boot happened at uptime 0 of its segment.
+                items[i] = items[i]._replace(uptime_ms=0)
+                uptimes[i] = 0
         walls: list[int | None] = [None] * n
         uncertainties: list[int | None] = [None] * n
-        strong = [False] * n
-        for i, item in enumerate(items):
-            place = placers.get(item.boot)
-            if place is not None and item.uptime_ms is not None:
-                walls[i], uncertainties[i] = place(item.uptime_ms)
-                strong[i] = True
-            elif place is not None and item.kind in ("boot", "reset"):
-                # Uptime counts from the reset: the boot happened at uptime 0 of its segment.
-                items[i] = item._replace(uptime_ms=0)
-                walls[i], uncertainties[i] = place(0)
-                strong[i] = True
-            elif item.host_us is not None:
-                fit = fits.get(item.boot)
-                excess = fit.latency_excess_us if fit is not None else self.pooled_excess_us
-                walls[i] = item.host_us - round(excess)
-                uncertainties[i] = _host_spread(fit)
+        start = 0
+        for boot, run in groupby(boots):      # print order: each boot is one run
+            stop = start + len(list(run))
+            fit = fits.get(boot)
+            if fit is not None:
+                walls[start:stop], uncertainties[start:stop] = fit.place_all(uptimes[start:stop])
+            excess = round(fit.latency_excess_us if fit is not None else self.pooled_excess_us)
+            spread = _host_spread(fit)
+            for i in range(start, stop):
+                if walls[i] is None and (host_us := hosts[i]) is not None:
+                    walls[i] = host_us - excess
+                    uncertainties[i] = spread
+            start = stop
+        strong = [uptime is not None and boot in fits for uptime, boot in zip(uptimes, boots)]
         if n:
             try:
                 settle_stream_order(walls, uncertainties, strong, start_us, end_us)
@@ -436,18 +474,15 @@ class _ConsoleParser:
                 raise InputError("console lines have no times and the capture has no start "
                                  "or end time", path=self.root / MANIFEST) from None
         extra = self._resolve_reported(fits, walls, start_us)
-        device, evidence = self.device, self.evidence
-        events = []
-        for i, item in enumerate(items):
-            if item.crash is not None:
-                events.append(self._event(item, walls[i], uncertainties[i], strong[i], decoder))
-                continue
-            basis = BASIS_UPTIME if strong[i] else (
-                BASIS_HOST if item.host_us is not None else BASIS_INTERPOLATED)
-            events.append(Event(walls[i], uncertainties[i], basis,  # type: ignore[arg-type]
-                                "console", device, item.kind, item.severity, item.message,
-                                f"{evidence}{item.offset}+{item.length}", item.uptime_ms,
-                                item.boot, item.details))
+        bases = [BASIS_UPTIME if is_strong else BASIS_HOST if host_us is not None
+                 else BASIS_INTERPOLATED for is_strong, host_us in zip(strong, hosts)]
+        evidence = map("{}{}+{}".format, repeat(self.evidence), offsets, lengths)
+        events = events_from_columns(
+            walls, uncertainties, bases, repeat("console"), repeat(self.device), kinds,
+            severities, messages, evidence, uptimes, boots, details, repeat(None))
+        for i in [i for i, crash in enumerate(crashes) if crash is not None]:
+            # items[i], not crashes[i]: _resolve_reported marks crashes confirmed
+            events[i] = self._event(items[i], walls[i], uncertainties[i], strong[i], decoder)
         events.extend(self._event(item, wall, unc, is_strong, decoder)
                       for item, wall, unc, is_strong in extra)
         return tuple(fits.values()), tuple(events)
@@ -580,17 +615,6 @@ def _host_spread(fit: ClockFit | None) -> int:
     return max(1000, round(fit.residual_max_us + fit.latency_excess_us))
 
 
-def _uptime_of(text: str) -> int | None:
-    """The uptime of a ``[%8u ms] text`` log line, else None (string methods: hot path)."""
-    if not text.startswith("["):
-        return None
-    end = text.find(" ms]", 1)
-    if end < 0:
-        return None
-    digits = text[1:end].lstrip(" ")
-    return int(digits) if digits.isdigit() and digits.isascii() else None
-
-
 def _int(text: str | None) -> int | None:
     if text is None:
         return None
@@ -600,11 +624,16 @@ def _int(text: str | None) -> int | None:
         return None
 
 
-def _split_lines(raw: bytes) -> Iterator[tuple[int, int, int | None]]:
+def _split_lines(raw: bytes) -> tuple[list[int], list[int]]:
+    """Offsets and lengths of the console's newline-terminated lines."""
+    offsets: list[int] = []
+    lengths: list[int] = []
     start = 0
     while (nl := raw.find(b"\n", start)) >= 0:
-        yield start, nl + 1 - start, None
+        offsets.append(start)
+        lengths.append(nl + 1 - start)
         start = nl + 1
+    return offsets, lengths
 
 
 class _Seconds(dict):  # type: ignore[type-arg]

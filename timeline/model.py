@@ -16,6 +16,8 @@ facts attached to crashes are frozen dataclasses.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -152,6 +154,22 @@ class Event(NamedTuple):
             if name == key:
                 return value
         return None
+
+
+#: ``Event`` from a tuple of all its fields, without the Python-level ``NamedTuple.__new__``.
+_new_event = functools.partial(tuple.__new__, Event)
+
+
+def events_from_columns(*columns: Iterable[object]) -> list[Event]:
+    """Events from one iterable per field, in field order (``wall_us`` first).
+
+    The bulk constructor for a million events: ``zip`` and ``map`` run in C
+    and build each event without a Python-level call.
+    """
+    if len(columns) != len(Event._fields):
+        raise TypeError(f"events_from_columns takes {len(Event._fields)} columns, "
+                        f"got {len(columns)}")
+    return list(map(_new_event, zip(*columns)))
 
 
 # -- time helpers --------------------------------------------------------------------------
