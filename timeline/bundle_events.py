@@ -476,7 +476,8 @@ class _ConsoleParser:
         extra = self._resolve_reported(fits, walls, start_us)
         bases = [BASIS_UPTIME if is_strong else BASIS_HOST if host_us is not None
                  else BASIS_INTERPOLATED for is_strong, host_us in zip(strong, hosts)]
-        evidence = map("{}{}+{}".format, repeat(self.evidence), offsets, lengths)
+        prefix = self.evidence
+        evidence = [f"{prefix}{offset}+{length}" for offset, length in zip(offsets, lengths)]
         events = events_from_columns(
             walls, uncertainties, bases, repeat("console"), repeat(self.device), kinds,
             severities, messages, evidence, uptimes, boots, details, repeat(None))
