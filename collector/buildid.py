@@ -115,7 +115,7 @@ def normalize_build_id(text: str, *, what: str = "build ID") -> str:
     cleaned = cleaned.replace(":", "").replace(" ", "").replace("-", "")
     if not cleaned or any(c not in string.hexdigits for c in cleaned):
         raise InputError(f"{what} is not hexadecimal", value=text,
-                         remedy="give the build ID as hex digits, e.g. bfab02d3b0aba74d")
+                         remedy="give the build ID as hex digits, e.g. d0254c72b736b175")
     if len(cleaned) < MIN_PREFIX_DIGITS:
         raise InputError(f"{what} has {len(cleaned)} hex digits; at least "
                          f"{MIN_PREFIX_DIGITS} are needed to tell builds apart", value=text,

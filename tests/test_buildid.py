@@ -23,8 +23,8 @@ from crashcart.errors import InputError
 
 from .conftest import CONFIG_DIR, ROOT
 
-ID_100 = "bfab02d3b0aba74d85a7f02dea71cec2015f8e6f"
-ID_101 = "54ed6612d5ea7850fdeefc2c9946ba48d5e8b9f3"
+ID_100 = "d0254c72b736b175b4354dd5e59b2707ee4e93dc"
+ID_101 = "0f323e71a50eb772900fa694243578138ad0e127"
 CONSOLE_100 = ROOT / "fixtures" / "incident" / "evidence" / "node-1" / "serial" / "console.raw"
 CONSOLE_101 = ROOT / "fixtures" / "incident" / "evidence" / "node-2" / "serial" / "console.raw"
 
@@ -57,11 +57,11 @@ def test_other_build_gives_a_warning_naming_both_ids(images):
 
 
 def test_short_device_ids_match_as_prefixes_and_say_so(images):
-    result = check_build_id(images[0], "bfab02d3", source="banner")
+    result = check_build_id(images[0], "d0254c72", source="banner")
     assert result.match is True and result.prefix is True
     assert "8-digit prefix" in result.summary
-    assert check_build_id(images[1], "0xbfab02d3b0ab", source="banner").match is False
-    assert check_build_id(images[0], "bf:ab:02:d3", source="banner").match is True
+    assert check_build_id(images[1], "0xd0254c72b736", source="banner").match is False
+    assert check_build_id(images[0], "d0:25:4c:72", source="banner").match is True
 
 
 @pytest.mark.parametrize("bad, message", [("bfab02d", "7 hex digits"), ("zzzzzzzzz", "not hex"),
@@ -185,6 +185,6 @@ def test_live_board_ids_from_crash_record_note_and_console(target, elf_100, elf_
 
 
 def test_normalize_rejects_nothing_valid():
-    assert normalize_build_id(" 0xBFAB02D3 ") == "bfab02d3"
+    assert normalize_build_id(" 0xD0254C72 ") == "d0254c72"
     with pytest.raises(InputError):
         normalize_build_id("")

@@ -320,7 +320,7 @@ def test_core_gives_gdb_the_live_answers(target, elf_100, image, tmp_path, confi
         assert capture.live.sections[section].strip(), section
         assert exported.sections[section] == capture.live.sections[section], section
     bt = capture.live.sections["bt"]
-    assert bt.startswith("#0  fault_handler_c (ctx=0x200050d0) at src/regs.h:129\n")
+    assert bt.startswith("#0  fault_handler_c (ctx=0x200050d0) at src/regs.h:135\n")
     assert "#1  <signal handler called>" in bt and "main () at src/main.c:32" in bt
     assert "\nxpsr " in capture.live.sections["registers"]
 

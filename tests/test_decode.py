@@ -147,8 +147,8 @@ def test_wrong_elf_is_a_prominent_warning(bundles):
     assert result.exit_code == 0
     first = result.output.splitlines()[0]
     assert first.startswith("!!! WARNING: build ID mismatch") and "unverified" in first
-    assert "bfab02d3b0aba74d85a7f02dea71cec2015f8e6f" in first  # the device's ID
-    assert "54ed6612" in first  # and the ELF's
+    assert "d0254c72b736b175b4354dd5e59b2707ee4e93dc" in first  # the device's ID
+    assert "0f323e71" in first  # and the ELF's
     doc = json.loads(run("decode", str(bundles["bad-adc-channel"]), "--elf", str(other),
                          "--json").output)
     assert doc["firmware"]["build_id_match"] is False

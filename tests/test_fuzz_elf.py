@@ -31,7 +31,7 @@ from .conftest import ROOT
 sys.path.insert(0, str(ROOT / "bench"))
 from fuzz_dwarf import check, damage, global_names
 
-ID_100 = "bfab02d3b0aba74d85a7f02dea71cec2015f8e6f"
+ID_100 = "d0254c72b736b175b4354dd5e59b2707ee4e93dc"
 OBJCOPY = shutil.which("arm-none-eabi-objcopy")
 
 

@@ -120,7 +120,7 @@ def test_from_bundle_writes_a_scenario_that_reproduces(tmp_path):
     assert r.exit_code == 0, r.output
     s = load_scenario(out)
     assert s.firmware is not None and s.firmware.build_id == (
-        "bfab02d3b0aba74d85a7f02dea71cec2015f8e6f")
+        "d0254c72b736b175b4354dd5e59b2707ee4e93dc")
     assert s.config.values is not None and s.config.values["adc_channel"] == 6
     assert s.expect.fault is not None and (s.expect.fault.kind, s.expect.fault.function) == (
         "BusFault", "adc_read")

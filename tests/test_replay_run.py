@@ -34,7 +34,7 @@ def test_planted_bug_reproduces_on_100_and_is_clean_on_101_unless_unfixed(bug):
     assert on_100.reproduces and on_100.label == "reproduces"
     fault = on_100.first_fault()
     assert fault is not None and fault.cfsr is not None
-    assert on_100.observation.build_id == "bfab02d3b0aba74d85a7f02dea71cec2015f8e6f"
+    assert on_100.observation.build_id == "d0254c72b736b175b4354dd5e59b2707ee4e93dc"
     on_101 = run_scenario(scenario, firmware=ELF_DIR / "sensor-node-1.0.1.elf")
     if bug in UNFIXED_IN_101:
         assert on_101.reproduces, on_101.report()

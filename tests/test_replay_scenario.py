@@ -75,11 +75,11 @@ def test_stimulus_and_writes_parse(tmp_path):
 def test_firmware_by_build_id_in_search_path(tmp_path, monkeypatch):
     path = tmp_path / "s.replay.yaml"
     path.write_text(f"scenario: 1\ntarget: mps2-an385\n"
-                    f"firmware: {{build_id: 54ed6612d5ea, search_path: [{ELF_DIR}]}}\n"
+                    f"firmware: {{build_id: 0f323e71a50e, search_path: [{ELF_DIR}]}}\n"
                     "expect: {fault: none}\n")
     s = load_scenario(path)
     assert resolve_firmware(s).name == "sensor-node-1.0.1.elf"
-    assert find_elf_by_build_id("bfab02d3", [ELF_DIR]).name == "sensor-node-1.0.0.elf"
+    assert find_elf_by_build_id("d0254c72", [ELF_DIR]).name == "sensor-node-1.0.0.elf"
     # not found: the error names the build ID, where it looked, and what to do
     path.write_text("scenario: 1\ntarget: mps2-an385\nfirmware: {build_id: 0123456789ab}\n"
                     "expect: {fault: none}\n")
@@ -88,6 +88,6 @@ def test_firmware_by_build_id_in_search_path(tmp_path, monkeypatch):
         resolve_firmware(load_scenario(path))
     assert "CRASHCART_ELF_PATH" in str(info.value)
     monkeypatch.setenv("CRASHCART_ELF_PATH", str(ELF_DIR / "chain"))
-    path.write_text("scenario: 1\ntarget: mps2-an385\nfirmware: {build_id: a4a09c0b}\n"
+    path.write_text("scenario: 1\ntarget: mps2-an385\nfirmware: {build_id: 7ab5af7a}\n"
                     "expect: {fault: none}\n")
     assert resolve_firmware(load_scenario(path)).name == "sensor-node-0.9.2.elf"

@@ -94,12 +94,12 @@ def test_report_flags_a_changed_bundle(incident_copy):
 
 def test_report_technical_analysis():
     tech = section(build_report(load_incident(INCIDENT)).markdown, "Technical analysis")
-    assert "| node-1 | BusFault | 1.0.0 (`bfab02d3b0ab`) | 3 |" in tech
+    assert "| node-1 | BusFault | 1.0.0 (`d0254c72b736`) | 3 |" in tech
     assert "cfsr=0x00008200" in tech and "bfar=0x7220504c" in tech
     assert "not decoded yet" in tech
     assert "| `adc_channel` | `0` | `6` |" in tech
-    assert "`54ed6612d5ea7850fdeefc2c9946ba48d5e8b9f3`" in tech
-    assert "| node-1 | 1.0.0 | `bfab02d3b0aba74d85a7f02dea71cec2015f8e6f` | fault | 2 |" in tech
+    assert "`0f323e71a50eb772900fa694243578138ad0e127`" in tech
+    assert "| node-1 | 1.0.0 | `d0254c72b736b175b4354dd5e59b2707ee4e93dc` | fault | 2 |" in tech
 
 
 def test_report_shows_decoded_facts_when_a_decoder_is_given():

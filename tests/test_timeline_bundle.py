@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EVIDENCE = ROOT / "fixtures" / "incident" / "evidence"
 T0 = parse_iso_us("2026-01-05T12:00:00+00:00")
 S = 1_000_000
-BUILD = "bfab02d3b0aba74d85a7f02dea71cec2015f8e6f"
+BUILD = "d0254c72b736b175b4354dd5e59b2707ee4e93dc"
 CRASH = {"pc": 0x1BC, "lr": 0x1793, "cfsr": 0x8200, "bfar": 0x7220504C}
 
 
@@ -125,7 +125,7 @@ def test_fixture_boots_carry_firmware_version_and_build_id():
     cap = read_bundle(EVIDENCE / "node-2")
     boots = [e for e in cap.events if e.kind == "boot"]
     assert [(b.detail("version"), b.detail("build_id")) for b in boots] == \
-        [("1.0.1", "54ed6612d5ea7850fdeefc2c9946ba48d5e8b9f3")] * 2
+        [("1.0.1", "0f323e71a50eb772900fa694243578138ad0e127")] * 2
     warnings = [e for e in cap.events if e.kind == "log" and e.severity == "warning"]
     assert [w.message for w in warnings] == ["config: adc_channel=6 out of range, using 0"]
     assert {f.boot for f in cap.fits} == {0, 1, 2}

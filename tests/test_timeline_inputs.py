@@ -56,7 +56,7 @@ def test_valid_csv_reads_every_column():
     assert (deploy.kind, deploy.source, deploy.device) == ("deploy", "deploy-pipeline", "node-2")
     assert deploy.evidence == "https://ci.example/run/1"
     assert dict(deploy.details) == {"version": "1.0.1", "ref": "release-1.0.1",
-                                    "build_id": "54ed6612d5ea7850fdeefc2c9946ba48d5e8b9f3"}
+                                    "build_id": "0f323e71a50eb772900fa694243578138ad0e127"}
     assert push.wall_us == parse_iso_us("2026-11-12T08:00:00+00:00")   # +01:00 offset
     assert push.uncertainty_us == 30_000_000 and push.severity == "warning"
     assert push.device is None and push.evidence == "events/valid_changes.csv:4"

@@ -18,8 +18,8 @@ from timeline.synth import SynthDevice, write_bundle
 
 T0 = parse_iso_us("2026-01-05T12:00:00+00:00")
 S = 1_000_000
-BUILD_A = "bfab02d3b0aba74d85a7f02dea71cec2015f8e6f"
-BUILD_B = "54ed6612d5ea7850fdeefc2c9946ba48d5e8b9f3"
+BUILD_A = "d0254c72b736b175b4354dd5e59b2707ee4e93dc"
+BUILD_B = "0f323e71a50eb772900fa694243578138ad0e127"
 CRASH = {"pc": 0x1BC, "lr": 0x1793, "cfsr": 0x8200, "bfar": 0x7220504C, "r0": 0x7220504C}
 
 
