@@ -370,8 +370,9 @@ def incident_yaml(push: datetime, incident: Path, minimize: str | None,
                          f"node-1's scenario): {verdict}. 0.9.2 is where the field range "
                          "checks of 0.9.0 and 0.9.1 were lost; 1.0.1 restores two of them.")
     notes.append("The simulated boards count time in QEMU's virtual clock (-icount), which "
-                 "runs slower than the host clock while the guest is busy; the timeline's "
-                 "clock fit measures that as drift and flags it, as it would a faulty crystal.")
+                 "QEMU holds to the host clock only approximately (align=on, sleep=on); the "
+                 "timeline's clock fit measures the difference as drift, as it would a "
+                 "crystal's error, and flags it when it is implausible for a crystal.")
     doc = {
         "schema": 1,
         "id": "INC-DEMO-042",
