@@ -5,7 +5,10 @@
 1. Verdict latency: one scenario with 1 s of virtual time on mps2-an385
    (the default config on 1.0.1, runs to its time limit), run one at a time;
    median and p90 wall time from `run_scenario` call to verdict.
-   Target: median under 0.5 s.
+   Target: median under 0.5 s.  Reference, run in the same script: the bare
+   QEMU command that executes the same ELF for the same instruction count
+   (vclock plugin limit, no runner, no QMP, no console socket, no config
+   placement); the ratio is what crashcart adds on top of QEMU itself.
 2. Throughput: 100 scenario runs on 2 cores (`run_matrix`, jobs=2), a mix of
    the planted-bug scenarios on 1.0.0 and 1.0.1.  Target: under 30 s.
 3. Determinism: the 100 runs give identical transcripts per (scenario, build)
@@ -19,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,8 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from replay.runner import Cell, run_matrix, run_scenario  # noqa: E402
-from replay.scenario import load_scenario  # noqa: E402
+from replay import vclock  # noqa: E402
+from replay.runner import Cell, run_matrix, run_scenario, scenario_target  # noqa: E402
+from replay.scenario import load_scenario, resolve_firmware  # noqa: E402
 
 SCENARIOS = ROOT / "fixtures" / "scenarios"
 ELF_DIR = ROOT / "fixtures" / "firmware" / "elf"
@@ -52,6 +58,33 @@ def latency(runs: int) -> dict[str, float]:
     return {"runs": runs, "median_s": statistics.median(times),
             "p90_s": times[int(0.9 * (len(times) - 1))], "min_s": times[0],
             "virtual_s": 1.0}
+
+
+def bare_qemu(runs: int) -> dict[str, float]:
+    """The reference: ``qemu-system-arm`` alone, same ELF, same instructions (1 s virtual)."""
+    scenario = load_scenario(SCENARIOS / "default-runs-clean.replay.yaml")
+    qemu = scenario_target(scenario).simulator.qemu  # type: ignore[union-attr]
+    limit = -(-1_000_000_000 // (1 << qemu.icount_shift))
+    firmware = resolve_firmware(scenario, None, ())
+    times = []
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        cmd = [qemu.binary, "-M", qemu.machine, "-nodefaults", "-display", "none",
+               "-net", "none", "-icount", f"shift={qemu.icount_shift},align=off,sleep=off",
+               "-plugin", f"{vclock.plugin_path()},limit={limit},out={tmp}/vclock.txt",
+               "-kernel", str(firmware)]
+        if qemu.cpu:
+            cmd += ["-cpu", qemu.cpu]
+        cmd += ["-serial", "null"] * (qemu.uart + 1)
+        for _ in range(runs + 1):               # the first is a warm-up
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, timeout=60)
+            times.append(time.perf_counter() - t0)
+            if done.returncode != vclock.LIMIT_EXIT_STATUS:
+                raise SystemExit(f"bare QEMU reference: exit status {done.returncode}, "
+                                 f"expected {vclock.LIMIT_EXIT_STATUS} (instruction limit): "
+                                 f"{done.stderr.decode(errors='replace')[-500:]}")
+    times = sorted(times[1:])
+    return {"runs": runs, "median_s": statistics.median(times), "min_s": times[0]}
 
 
 def throughput(runs: int, jobs: int) -> dict[str, object]:
@@ -96,6 +129,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     lat = latency(args.latency_runs)
+    ref = bare_qemu(args.latency_runs)
+    lat["reference_median_s"] = ref["median_s"]
+    lat["ratio"] = lat["median_s"] / ref["median_s"]
     thr = throughput(args.runs, args.jobs)
     stim = stimulus_determinism(args.stimulus_runs, args.jobs)
     ok = (lat["median_s"] < 0.5 and thr["wall_s"] < 30 and not thr["errors"]
@@ -107,6 +143,8 @@ def main() -> int:
         print(f"verdict latency, 1 s virtual (mps2-an385): median {lat['median_s']:.3f} s, "
               f"p90 {lat['p90_s']:.3f} s, min {lat['min_s']:.3f} s over {lat['runs']} runs "
               f"(target median < 0.5 s)")
+        print(f"  bare qemu-system-arm, same ELF and instruction count: median "
+              f"{ref['median_s']:.3f} s (reference, same script); ratio {lat['ratio']:.2f}x")
         print(f"{thr['runs']} scenario runs on {thr['jobs']} jobs: {thr['wall_s']:.1f} s wall, "
               f"{thr['virtual_s_total']:.1f} s virtual, {len(thr['errors'])} errors "
               f"(target < 30 s)")
