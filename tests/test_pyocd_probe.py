@@ -496,8 +496,8 @@ def test_pyocd_commander_reads_registers_and_memory(running_board, tmp_path):
 
 
 @pytest.mark.qemu
-def test_timing_registers_and_64k_pyocd_vs_gdbremote(running_board, open_session, capsys):
-    """Reports the time for r0-r15/xpsr + 64 KiB of RAM both ways (run with -s to see it)."""
+def test_registers_and_64k_agree_pyocd_vs_gdbremote(running_board, open_session, capsys):
+    """r0-r15/xpsr + 64 KiB of RAM both ways agree; prints the times (run with -s to see them)."""
     probe = probe_for(running_board)
     session = open_session(probe)
     session.target.halt()
@@ -514,5 +514,4 @@ def test_timing_registers_and_64k_pyocd_vs_gdbremote(running_board, open_session
     assert via_pyocd == via_gdb
     with capsys.disabled():
         print(f"\nregisters + 64 KiB: pyocd {pyocd_s * 1000:.1f} ms, "
-              f"gdbremote {gdb_s * 1000:.1f} ms")
-    assert pyocd_s < 2.0
+              f"gdbremote {gdb_s * 1000:.1f} ms (the ratio is bench/bench_collect.py's job)")
