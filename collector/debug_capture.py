@@ -564,6 +564,34 @@ class _Capture:
                      f"{info.get('build_id')}")
         return info
 
+    def _handler_entry_sp(self, regs: dict[str, int], ipsr: int) -> tuple[int, str] | None:
+        """Main-stack SP at the entry of the handler ``pc`` is in (so the frame address).
+
+        From the ELF's CFI at ``pc`` when there is one; without it only when ``pc``
+        is the handler's first instruction (the vector table's entry for ``ipsr``).
+        """
+        pc = regs.get("pc")
+        sp = regs.get("sp")
+        if pc is None or sp is None:
+            return None
+        if self.image is not None:
+            from collector.unwind import entry_sp
+
+            try:
+                found = entry_sp(self.image, pc, regs)
+            except CrashcartError:
+                found = None
+            if found is not None:
+                return found
+        try:
+            vtor = self.link.read_u32(0xE000ED08) if self.target.architecture != "armv6-m" else 0
+            vector = self.link.read_u32((vtor & ~0x7F) + 4 * ipsr)
+        except CrashcartError:
+            return None
+        if vector & ~1 == pc:
+            return sp, "sp (pc is the handler's first instruction, from the vector table)"
+        return None
+
     def exception_frame(self, regs: dict[str, int], faults: dict[str, int],
                         firmware: dict[str, Any]) -> None:
         from collector.faults import decode_exc_return, stacked_frame_size, unpack_frame
@@ -571,17 +599,26 @@ class _Capture:
         arch = self.target.architecture
         ipsr = regs.get("xpsr", 0) & 0x1FF
         exc_return, origin = None, None
+        # Where the frame is when lr holds EXC_RETURN: SP at the handler's entry, which
+        # is SP itself only until the handler pushes something (then its CFA).
+        at_entry: tuple[int, str] | None = None
         lr = regs.get("lr", 0)
+        inside = ""
         if ipsr and lr >> 24 == 0xFF:
-            exc_return, origin = lr, "lr (halted at handler entry)"
+            at_entry = self._handler_entry_sp(regs, ipsr)
+            if at_entry is not None:
+                exc_return, origin = lr, "lr (EXC_RETURN, halted in the handler)"
+            else:
+                inside = (f"lr is EXC_RETURN 0x{lr:08x} but pc 0x{regs.get('pc', 0):08x} is "
+                          "past the handler's entry and no CFI says what it pushed; ")
         record = _jsonable_read(self.bundle, f"{self.prefix}/crash-record.json")
         if exc_return is None and isinstance(record, dict) and \
                 isinstance(record.get("exc_return"), int) and record["exc_return"] >> 24 == 0xFF:
             exc_return, origin = record["exc_return"], "the firmware's crash record"
         out: dict[str, Any] = {"ipsr": ipsr, "in_handler": bool(ipsr)}
         if exc_return is None:
-            out["note"] = ("no EXC_RETURN known (lr is not one and no crash record has one); "
-                           "the decoder unwinds the handler with CFI")
+            out["note"] = (inside or "no EXC_RETURN known (lr is not one and no crash record "
+                           "has one); ") + "the decoder unwinds the handler with CFI"
             self.write_json("exception-frame.json", out, kind="exception-frame")
             return
         try:
@@ -591,23 +628,50 @@ class _Capture:
             self.write_json("exception-frame.json", out, kind="exception-frame")
             return
         stack_name = "psp" if (exc.stack or "").upper().startswith("PSP") else "msp"
-        sp = regs.get(stack_name)
-        sp_origin = "registers"
-        if sp is None and isinstance(record, dict) and isinstance(record.get(stack_name), int):
-            sp, sp_origin = record[stack_name], "the firmware's crash record"
-        if sp is None and stack_name == "msp" and ipsr:
-            sp, sp_origin = regs.get("sp"), "sp (Handler mode uses the main stack)"
-        out.update({"exc_return": exc_return, "exc_return_origin": origin,
-                    "stack": stack_name, "frame_address": sp, "frame_address_origin": sp_origin})
-        if sp is not None:
+        sp: int | None = None
+        sp_origin = ""
+        if origin == "the firmware's crash record":
+            # The stack pointers the firmware saved on entry go with its EXC_RETURN; the
+            # live MSP has moved on (the handler's own pushes, or a reboot since).
+            if isinstance(record, dict) and isinstance(record.get(stack_name), int):
+                sp, sp_origin = record[stack_name], "the firmware's crash record"
+            elif stack_name == "psp" and regs.get("psp") is not None:
+                sp, sp_origin = regs["psp"], "registers (psp)"
+        elif stack_name == "msp":
+            assert at_entry is not None
+            sp, sp_origin = at_entry
+        elif regs.get("psp") is not None:
+            sp, sp_origin = regs["psp"], "registers (psp)"
+        out.update({"exc_return": exc_return, "exc_return_origin": origin, "stack": stack_name})
+        if sp is None:
+            out["note"] = (f"the frame is on the {stack_name.upper()}, whose value this link "
+                           "cannot read (QEMU's gdbstub has no MSP/PSP) and no crash record "
+                           "gives; the decoder unwinds the handler with CFI")
+        else:
+            out.update({"frame_address": sp, "frame_address_origin": sp_origin})
             size = stacked_frame_size(exc, arch)
             try:
                 raw = self.link.read_memory(sp, size)
-                frame = unpack_frame(raw, exc, arch)
-                out["frame"] = {k: v for k, v in frame.registers.items()}
-                out["frame_hex"] = {k: f"0x{v:08x}" for k, v in frame.registers.items()}
+                frame = dict(unpack_frame(raw, exc, arch).registers)
+                out["frame_source"] = "stack"
             except (CrashcartError, struct.error) as err:
                 out["note"] = f"frame at 0x{sp:08x} not read: {err}"
+                frame = {}
+            if origin == "the firmware's crash record" and isinstance(record, dict):
+                # The record keeps its own copy of the stacked registers.  If the stack
+                # no longer holds them the board has run on (or rebooted) since: the
+                # record's copy is the evidence, the stack's bytes are not.
+                copy = {k: record[k] for k in ("r0", "r1", "r2", "r3", "r12", "lr", "pc",
+                                               "xpsr") if isinstance(record.get(k), int)}
+                if copy and any(frame.get(k) != v for k, v in copy.items()):
+                    out["frame_source"] = "crash-record"
+                    out["note"] = (f"the stack at 0x{sp:08x} no longer holds the frame the "
+                                   "crash record saved (the board ran on after the crash); "
+                                   "the record's copy is given")
+                    frame = copy
+            if frame:
+                out["frame"] = frame
+                out["frame_hex"] = {k: f"0x{v:08x}" for k, v in frame.items()}
         cfsr = faults.get("cfsr", 0)
         untrusted = [name for bit, name in ((1 << 4, "MSTKERR"), (1 << 12, "STKERR"),
                                             (1 << 20, "STKOF"), (1 << 11, "UNSTKERR"),

@@ -923,6 +923,29 @@ def _read_crash_record(image: ElfImage, memory: MemoryImage, symbol: str) -> dic
 _TABLES: weakref.WeakKeyDictionary[ElfImage, _Tables] = weakref.WeakKeyDictionary()
 
 
+def entry_sp(image: ElfImage, pc: int, registers: Mapping[str, int]) -> tuple[int, str] | None:
+    """The stack pointer on entry to the function executing at ``pc`` (its CFA).
+
+    For an exception handler halted with ``lr`` still holding EXC_RETURN this is
+    the address of the stacked exception frame, wherever in the handler ``pc``
+    is (after ``push {r4, r5, r6}`` it is ``sp + 12``).  From ``.debug_frame``
+    only; ``None`` when it has no row for ``pc`` or the CFA is an expression or
+    based on a register not given.  Returns the value and how it was found.
+    """
+    tables = _tables_for(image)
+    # GNU ld leaves the FDEs of functions --gc-sections removed at address 0 (over the
+    # vector table): an address outside the code has no CFI, whatever they say.
+    row = tables.cfi(pc) if tables.in_code(pc) else None
+    if row is None or row.cfa[0] != "reg":
+        return None
+    number, offset = row.cfa[1], row.cfa[2]
+    name = "sp" if number == SP else f"r{number}"
+    base = registers.get(name)
+    if base is None:
+        return None
+    return (base + offset) & 0xFFFFFFFF, f"{name}{offset:+d} (the handler's CFA at pc, .debug_frame)"
+
+
 def _tables_for(image: ElfImage) -> _Tables:
     tables = _TABLES.get(image)
     if tables is None:

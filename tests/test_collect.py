@@ -168,6 +168,71 @@ def test_collect_halts_a_running_core_and_leaves_it_running(tmp_path, target):
     assert verify_bundle(out).ok
 
 
+def test_exception_frame_of_an_interrupt_halted_at_its_handler(tmp_path, target):
+    """Halted in the UART RX interrupt: lr is EXC_RETURN 0xFFFFFFFD, so the frame is on
+    the PSP, which QEMU's gdbstub cannot give: the capture says so instead of reading a
+    frame at the main stack (or at a crash record's stale PSP)."""
+    from collector.elf import ElfImage
+    from collector.gdbremote import GdbRemote
+
+    handler = ElfImage.open_cached(ELF).symbol("UART0_RX_Handler").address & ~1
+    config = load_config_file(CONFIG_DIR / "default.yaml")
+    with SimulatedBoard(target, ELF, config=config, console=True, gdb=True,
+                        time_limit_ns=LONG_NS) as board:
+        board.resume()
+        wait_for(lambda: b"sensor-node up" in board.transcript)
+        host, port = board.gdb_address
+        with GdbRemote(host, port) as gdb:
+            gdb.interrupt()
+            gdb.insert_breakpoint(handler)
+            gdb.cont()
+            board.write_console(b"v")        # a byte: the RX interrupt fires
+            stop = None
+            deadline = time.monotonic() + 20
+            while stop is None and time.monotonic() < deadline:
+                stop = gdb.poll_stop(timeout_s=0.5)
+            assert stop is not None, "the RX interrupt did not reach the breakpoint"
+            gdb.remove_breakpoint(handler)
+            regs = gdb.read_registers()
+        # QEMU's gdbstub takes one client at a time: closed, the board stays halted.
+        out = tmp_path / "bundle"
+        assert collect_cli("--elf", str(ELF), "-o", str(out), "--gdb",
+                           f"{host}:{port}").exit_code == 0
+    assert regs["pc"] == handler and regs["lr"] == 0xFFFFFFFD
+    frame = load(out, "gdb/exception-frame.json")
+    assert frame["ipsr"] == 16 and frame["exc_return"] == 0xFFFFFFFD
+    assert frame["exc_return_origin"].startswith("lr") and frame["stack"] == "psp"
+    assert "frame" not in frame and "PSP" in frame["note"], frame
+
+
+def test_exception_frame_from_a_crash_record_whose_stack_was_overwritten(tmp_path, target):
+    """A crashed board whose stack no longer holds the stacked frame (as on a board
+    that ran on): the frame comes from the crash record's own copy, and says so."""
+    from collector.gdbremote import GdbRemote
+
+    config = load_config_file(CONFIG_DIR / "bad-adc-channel.yaml")
+    with SimulatedBoard(target, ELF, config=config, console=True, gdb=True,
+                        time_limit_ns=LONG_NS) as board:
+        board.resume()
+        wait_for(lambda: board.qmp.command("query-status")["status"] != "running")
+        host, port = board.gdb_address
+        first = tmp_path / "first"
+        assert collect_cli("--elf", str(ELF), "-o", str(first), "--gdb",
+                           f"{host}:{port}").exit_code == 0
+        held = load(first, "gdb/exception-frame.json")
+        assert held["frame_source"] == "stack", held   # still where the fault put it
+        with GdbRemote(host, port) as gdb:
+            gdb.write_memory(held["frame_address"], bytes(32))
+        second = tmp_path / "second"
+        assert collect_cli("--elf", str(ELF), "-o", str(second), "--gdb",
+                           f"{host}:{port}").exit_code == 0
+    frame = load(second, "gdb/exception-frame.json")
+    record = load(second, "gdb/crash-record.json")
+    assert frame["frame_source"] == "crash-record" and "no longer holds" in frame["note"]
+    assert frame["frame"] == held["frame"] == {
+        k: record[k] for k in ("r0", "r1", "r2", "r3", "r12", "lr", "pc", "xpsr")}
+
+
 def test_collect_leave_halted(tmp_path, target):
     config = load_config_file(CONFIG_DIR / "default.yaml")
     with SimulatedBoard(target, ELF, config=config, console=True, gdb=True,

@@ -461,3 +461,31 @@ def test_unwound_frame_json_is_plain_data(image, symbolizer):
     assert data["stop_reason"] == bt.stop_reason
     assert [f["how"] for f in data["frames"]] == [f.how for f in bt.frames]
     assert isinstance(bt.frames[0], UnwoundFrame)
+
+
+def test_entry_sp_is_the_handlers_cfa_wherever_pc_is():
+    """``entry_sp``: SP on entry (the exception frame's address for a handler halted
+    with lr = EXC_RETURN), from .debug_frame; checked against the handler's own code."""
+    from collector.unwind import entry_sp
+
+    image = ElfImage.open_cached(ELF)
+    handler = image.symbol("UART0_RX_Handler")
+    start = handler.address & ~1
+    out = subprocess.run(["arm-none-eabi-objdump", "-d", "--no-show-raw-insn",
+                          f"--start-address={start}", f"--stop-address={start + handler.size}",
+                          str(ELF)], capture_output=True, text=True, check=True).stdout
+    insns = [(int(m[1], 16), m[2]) for m in re.finditer(r"^\s+([0-9a-f]+):\s+(\S.*)$", out, re.M)]
+    push = next(a for a, text in insns if text.startswith("push"))
+    pop = next(a for a, text in insns if text.startswith("pop"))
+    after_push = next(a for a, _ in insns if a > push)
+    after_pop = next(a for a, _ in insns if a > pop)
+    sp = 0x20005000
+    assert entry_sp(image, start, {"sp": sp}) == (sp, "sp+0 (the handler's CFA at pc, .debug_frame)")
+    assert entry_sp(image, push, {"sp": sp})[0] == sp
+    assert entry_sp(image, after_push, {"sp": sp})[0] == sp + 12    # push {r4, r5, r6}
+    assert entry_sp(image, pop, {"sp": sp})[0] == sp + 12
+    assert entry_sp(image, after_pop, {"sp": sp})[0] == sp
+    assert entry_sp(image, after_push, {}) is None                  # SP unknown
+    assert entry_sp(image, 0x20000000, {"sp": sp}) is None          # RAM: no CFI
+    # 0x0 is the vector table; ld left FDEs of gc-ed functions there (pc=0..0x38)
+    assert entry_sp(image, 0x10, {"sp": sp}) is None
