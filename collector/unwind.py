@@ -932,10 +932,7 @@ def entry_sp(image: ElfImage, pc: int, registers: Mapping[str, int]) -> tuple[in
     only; ``None`` when it has no row for ``pc`` or the CFA is an expression or
     based on a register not given.  Returns the value and how it was found.
     """
-    tables = _tables_for(image)
-    # GNU ld leaves the FDEs of functions --gc-sections removed at address 0 (over the
-    # vector table): an address outside the code has no CFI, whatever they say.
-    row = tables.cfi(pc) if tables.in_code(pc) else None
+    row = _tables_for(image).cfi(pc)      # None outside the code (see _Tables.cfi)
     if row is None or row.cfa[0] != "reg":
         return None
     number, offset = row.cfa[1], row.cfa[2]
@@ -1001,7 +998,9 @@ class _Tables:
         return None
 
     def cfi(self, pc: int) -> _Row | None:
-        fde = self._fde(pc)
+        # GNU ld leaves the FDEs of functions --gc-sections removed at address 0 (over the
+        # vector table): an address outside the code has no CFI, whatever they say.
+        fde = self._fde(pc) if self.in_code(pc) else None
         if fde is None:
             return None
         rows = self._rows.get(fde.start)

@@ -95,6 +95,11 @@ def test_decode_bundle_names_fault_cause_and_location(bundles, fault):
     if fault == "trace-logging":
         assert doc["fault"]["escalated"] is True and "HardFault" in doc["fault"]["kinds"]
         assert doc["registers"]["psp"] and doc["location"]["pc"] == 0
+        # A call through a NULL pointer: nothing describes address 0 (the FDEs GNU ld
+        # left there belong to functions --gc-sections removed), so the caller is at lr.
+        at_zero = next(i for i, f in enumerate(doc["frames"]) if f["pc"] == 0)
+        caller = doc["frames"][at_zero + 1]
+        assert caller["how"] == "lr" and caller["function"] == "process_sample", caller
     if fault == "deep-cascade":
         assert doc["fault"]["mmfar"] == 0x200020E0
         assert doc["fault"]["frame_trustworthy"] is False
@@ -114,7 +119,7 @@ def test_decode_bundle_names_fault_cause_and_location(bundles, fault):
             assert loc["line"] == line
         assert [(i["function"], i["line"]) for i in loc["inlined"]] == chain
     assert doc["frames"] and all(f["how"] in ("registers", "cfi", "exception-frame", "scan",
-                                              "tail-call") for f in doc["frames"])
+                                              "tail-call", "lr") for f in doc["frames"])
     assert any("CRASH BEGIN" in line for line in doc["console"]["lines"])
 
 
