@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 _PAIR = re.compile(r"([a-z][a-z0-9_]*):\s+(0x[0-9a-fA-F]+|\d+)(?=\s|$)")
 _FIRMWARE = re.compile(r"^firmware:\s+(\S+)\s+build-id\s+([0-9a-f]+)\s*$")
 
-REGISTER_NAMES = (
-    "r0", "r1", "r2", "r3", "r12", "lr", "pc", "xpsr",
+#: The registers the core stacks on exception entry (the basic frame), in order.
+STACKED_REGISTERS = ("r0", "r1", "r2", "r3", "r12", "lr", "pc", "xpsr")
+REGISTER_NAMES = STACKED_REGISTERS + (
     "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11",
     "exc_return", "msp", "psp", "cfsr", "hfsr", "dfsr", "shcsr", "mmfar", "bfar",
 )

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from collector.crashlog import STACKED_REGISTERS
 from crashcart.errors import CrashcartError, InputError, TargetError
 
 if TYPE_CHECKING:
@@ -564,11 +565,13 @@ class _Capture:
                      f"{info.get('build_id')}")
         return info
 
-    def _handler_entry_sp(self, regs: dict[str, int], ipsr: int) -> tuple[int, str] | None:
+    def _handler_entry_sp(self, regs: dict[str, int], ipsr: int, vtor: int
+                          ) -> tuple[int, str] | None:
         """Main-stack SP at the entry of the handler ``pc`` is in (so the frame address).
 
         From the ELF's CFI at ``pc`` when there is one; without it only when ``pc``
-        is the handler's first instruction (the vector table's entry for ``ipsr``).
+        is the handler's first instruction (the entry for ``ipsr`` in the vector
+        table at ``vtor``).
         """
         pc = regs.get("pc")
         sp = regs.get("sp")
@@ -584,7 +587,6 @@ class _Capture:
             if found is not None:
                 return found
         try:
-            vtor = self.link.read_u32(0xE000ED08) if self.target.architecture != "armv6-m" else 0
             vector = self.link.read_u32((vtor & ~0x7F) + 4 * ipsr)
         except CrashcartError:
             return None
@@ -605,15 +607,17 @@ class _Capture:
         lr = regs.get("lr", 0)
         inside = ""
         if ipsr and lr >> 24 == 0xFF:
-            at_entry = self._handler_entry_sp(regs, ipsr)
+            # VTOR from the SCB already read (an ARMv6-M core without one reads 0).
+            at_entry = self._handler_entry_sp(regs, ipsr, faults.get("vtor", 0))
             if at_entry is not None:
                 exc_return, origin = lr, "lr (EXC_RETURN, halted in the handler)"
             else:
                 inside = (f"lr is EXC_RETURN 0x{lr:08x} but pc 0x{regs.get('pc', 0):08x} is "
                           "past the handler's entry and no CFI says what it pushed; ")
         record = _jsonable_read(self.bundle, f"{self.prefix}/crash-record.json")
-        if exc_return is None and isinstance(record, dict) and \
-                isinstance(record.get("exc_return"), int) and record["exc_return"] >> 24 == 0xFF:
+        from_record = exc_return is None and isinstance(record, dict) and \
+            isinstance(record.get("exc_return"), int) and record["exc_return"] >> 24 == 0xFF
+        if from_record:
             exc_return, origin = record["exc_return"], "the firmware's crash record"
         out: dict[str, Any] = {"ipsr": ipsr, "in_handler": bool(ipsr)}
         if exc_return is None:
@@ -630,7 +634,7 @@ class _Capture:
         stack_name = "psp" if (exc.stack or "").upper().startswith("PSP") else "msp"
         sp: int | None = None
         sp_origin = ""
-        if origin == "the firmware's crash record":
+        if from_record:
             # The stack pointers the firmware saved on entry go with its EXC_RETURN; the
             # live MSP has moved on (the handler's own pushes, or a reboot since).
             if isinstance(record, dict) and isinstance(record.get(stack_name), int):
@@ -657,12 +661,12 @@ class _Capture:
             except (CrashcartError, struct.error) as err:
                 out["note"] = f"frame at 0x{sp:08x} not read: {err}"
                 frame = {}
-            if origin == "the firmware's crash record" and isinstance(record, dict):
+            if from_record:
                 # The record keeps its own copy of the stacked registers.  If the stack
                 # no longer holds them the board has run on (or rebooted) since: the
                 # record's copy is the evidence, the stack's bytes are not.
-                copy = {k: record[k] for k in ("r0", "r1", "r2", "r3", "r12", "lr", "pc",
-                                               "xpsr") if isinstance(record.get(k), int)}
+                copy = {k: record[k] for k in STACKED_REGISTERS
+                        if isinstance(record.get(k), int)}
                 if copy and any(frame.get(k) != v for k, v in copy.items()):
                     out["frame_source"] = "crash-record"
                     out["note"] = (f"the stack at 0x{sp:08x} no longer holds the frame the "

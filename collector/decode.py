@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from collector.crashlog import STACKED_REGISTERS
 from crashcart.errors import CrashcartError, InputError
 
 if TYPE_CHECKING:
@@ -411,7 +412,7 @@ class ElfCrashDecoder:
             return None
         regs = {k: v for k, v in crash.registers}
         if not crash.frame_available:
-            for name in ("r0", "r1", "r2", "r3", "r12", "lr", "pc", "xpsr"):
+            for name in STACKED_REGISTERS:
                 regs.pop(name, None)
         captured = self._capture(bundle, image, regs)
         if captured is not None and not crash.frame_available:

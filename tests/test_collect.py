@@ -7,6 +7,7 @@ command runs as a user runs it (click, or a subprocess for the signal tests).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,17 @@ def wait_for(predicate, timeout_s: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def running_board(target) -> Iterator[SimulatedBoard]:
+    """The board on the default config, booted and running (a board that has not failed)."""
+    config = load_config_file(CONFIG_DIR / "default.yaml")
+    with SimulatedBoard(target, ELF, config=config, console=True, gdb=True,
+                        time_limit_ns=LONG_NS) as board:
+        board.resume()
+        wait_for(lambda: b"sensor-node up" in board.transcript)
+        yield board
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -143,12 +156,8 @@ def test_collect_serial_swd_gdb_agree(tmp_path, target, fault):
 
 def test_collect_halts_a_running_core_and_leaves_it_running(tmp_path, target):
     """A board that has not failed: the capture halts it once, says so, and resumes it."""
-    config = load_config_file(CONFIG_DIR / "default.yaml")
     out = tmp_path / "bundle"
-    with SimulatedBoard(target, ELF, config=config, console=True, gdb=True,
-                        time_limit_ns=LONG_NS) as board:
-        board.resume()
-        wait_for(lambda: b"sensor-node up" in board.transcript)
+    with running_board(target) as board:
         host, port = board.gdb_address
         result = collect_cli("--elf", str(ELF), "-o", str(out), "--swd", f"qemu:{host}:{port}")
         assert result.exit_code == 0, result.output
@@ -176,11 +185,7 @@ def test_exception_frame_of_an_interrupt_halted_at_its_handler(tmp_path, target)
     from collector.gdbremote import GdbRemote
 
     handler = ElfImage.open_cached(ELF).symbol("UART0_RX_Handler").address & ~1
-    config = load_config_file(CONFIG_DIR / "default.yaml")
-    with SimulatedBoard(target, ELF, config=config, console=True, gdb=True,
-                        time_limit_ns=LONG_NS) as board:
-        board.resume()
-        wait_for(lambda: b"sensor-node up" in board.transcript)
+    with running_board(target) as board:
         host, port = board.gdb_address
         with GdbRemote(host, port) as gdb:
             gdb.interrupt()
@@ -234,11 +239,7 @@ def test_exception_frame_from_a_crash_record_whose_stack_was_overwritten(tmp_pat
 
 
 def test_collect_leave_halted(tmp_path, target):
-    config = load_config_file(CONFIG_DIR / "default.yaml")
-    with SimulatedBoard(target, ELF, config=config, console=True, gdb=True,
-                        time_limit_ns=LONG_NS) as board:
-        board.resume()
-        wait_for(lambda: b"sensor-node up" in board.transcript)
+    with running_board(target) as board:
         host, port = board.gdb_address
         result = collect_cli("--elf", str(ELF), "-o", str(tmp_path / "b"), "--gdb",
                              f"{host}:{port}", "--leave-halted")
